@@ -1,0 +1,26 @@
+# vlaforge: two entry points that work on a fresh machine: `make demo` and `make test`.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch first: the CPU wheel on disk. Anything that depends on torch afterwards finds it satisfied.
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/vlaforge demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

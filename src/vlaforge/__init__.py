@@ -1,0 +1,2 @@
+"""vlaforge."""
+__version__ = "0.1.0"
