@@ -1,0 +1,53 @@
+"""Named presets as code. ``presets.get("tiny")``; a typo gets a did-you-mean."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from vlaforge.config import EmbodimentSpec, PolicyConfig
+
+_REGISTRY: dict[str, Callable[[], object]] = {}
+
+
+def register(name: str):
+    """Decorator: ``@register("name")`` on a zero-argument function returning a config."""
+
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"preset {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str):
+    """The preset called ``name`` (a fresh, frozen config)."""
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown preset {name!r}{hint} Known presets: {', '.join(names())}") from None
+
+
+@register("tiny")
+def tiny() -> PolicyConfig:
+    """For tests: a few hundred thousand parameters, hashed-token language, 64 px."""
+    return PolicyConfig(
+        head="flow", chunk_size=8, image_size=64, cameras=("corner",), language_encoder="hash",
+        embodiments={"sawyer": EmbodimentSpec(4, 4)}, d_model=64, depth=2, heads=4,
+        vision_channels=(16, 32, 64), vision_max_grid=4, language_tokens=1, hash_buckets=1024,
+        head_width=64, head_depth=1, flow_steps=10, diffusion_train_steps=50, diffusion_sample_steps=10,
+    )
+
+
+@register("default")
+def default() -> PolicyConfig:
+    """The everyday policy: 96 px corner camera, MiniLM instructions, 16-step chunks."""
+    return PolicyConfig()
