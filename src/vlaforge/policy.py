@@ -1,0 +1,355 @@
+"""``Policy``: encoders + fusion + one head per embodiment + normalization; save and load.
+
+    policy = Policy(PolicyConfig(...), stats)        # or Policy.load(checkpoint_dir)
+    loss, info = policy.compute_loss(batch)          # info: plain floats for logging
+    chunk = policy.predict_chunk(obs)                # one frame dict -> np.float32 (H, D), physical units
+    chunks = policy.sample_chunks(obs, n=8)          # (n, H, D)
+    policy.save(dir)
+
+Normalization is explicit and lives here, outside the model's nn code paths; the statistics are saved
+beside the weights (``norm_stats.json``). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlaforge import __version__
+from vlaforge.config import PolicyConfig
+from vlaforge.models.encoders import LANGUAGE_DIM, StateEncoder, VisionEncoder, make_language_encoder, sincos_2d
+from vlaforge.models.fusion import Fusion
+from vlaforge.models.heads import make_head
+from vlaforge.processing.normalize import Normalizer, as_stats, stats_to_json
+from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_STATE, TASK, image_key
+
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "norm_stats.json"
+PARAMETER_GROUPS = ("vision", "language", "state", "fusion", "heads")
+_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded as it is."""
+
+
+class Policy(nn.Module):
+    def __init__(self, config: PolicyConfig, stats: Mapping[str, Any]):
+        super().__init__()
+        if not isinstance(config, PolicyConfig):
+            raise TypeError(f"Policy: expected a PolicyConfig, got {type(config).__name__}")
+        self.config = config
+        self._stats = as_stats(stats)
+        for emb, spec in config.embodiments.items():
+            if not _NAME_OK.match(emb):
+                raise ValueError(f"embodiment name: expected letters, digits, '_' or '-', got {emb!r}")
+            if emb not in self._stats:
+                raise ValueError(f"stats: missing embodiment {emb!r}; stats has {sorted(self._stats)}")
+            for key, want in ((OBS_STATE, spec.state_dim), (ACTION, spec.action_dim)):
+                got = self._stats[emb][key]["mean"].shape[0]
+                if got != want:
+                    raise ValueError(f"stats[{emb!r}][{key!r}]: expected {want} dimensions (EmbodimentSpec), got {got}")
+        self._stats = {e: self._stats[e] for e in config.embodiments}
+        self.normalizer = Normalizer(self._stats, config.normalization, config.min_spread)
+        d = config.d_model
+
+        # encoders (parameter groups: vision, language, state)
+        self.vision = VisionEncoder(config.vision_channels, config.vision_max_grid)
+        self.language = make_language_encoder(config.language_encoder, config.hash_buckets)
+        self.state_encoders = nn.ModuleDict({e: StateEncoder(s.state_dim, d) for e, s in config.embodiments.items()})
+        # projections and tokens into the fusion width (parameter group: fusion)
+        self.vision_proj = nn.Linear(self.vision.out_channels, d)
+        self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), d) * 0.02)
+        self.language_proj = nn.Sequential(nn.Linear(LANGUAGE_DIM, d), nn.GELU(),
+                                           nn.Linear(d, d * config.language_tokens))
+        self.embodiment_embed = nn.ParameterDict({e: nn.Parameter(torch.randn(d) * 0.02) for e in config.embodiments})
+        self.fusion = Fusion(d, config.depth, config.heads, config.chunk_size, config.mlp_ratio, config.dropout)
+        # one head per embodiment (parameter group: heads)
+        self.heads = nn.ModuleDict()
+        for e, s in config.embodiments.items():
+            low, high = self.normalizer.normalized_range(self._stats, e, ACTION)
+            self.heads[e] = make_head(config.head, d, config.chunk_size, s.action_dim, low, high, config)
+        self._pos_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    # -- properties --------------------------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+        """The normalization statistics, ``{embodiment: {key: {stat: float32 array}}}`` (copies)."""
+        return {e: {k: {n: v.copy() for n, v in s.items()} for k, s in ks.items()} for e, ks in self._stats.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return self.camera_embed.device
+
+    @property
+    def embodiments(self) -> list[str]:
+        return list(self.config.embodiments)
+
+    def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Parameters by training unit: vision, language, state, fusion (incl. projections and tokens), heads."""
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in PARAMETER_GROUPS}
+        for name, p in self.named_parameters():
+            top = name.split(".", 1)[0]
+            group = {"vision": "vision", "language": "language", "state_encoders": "state", "heads": "heads"}.get(
+                top, "fusion")
+            groups[group].append((name, p))
+        return groups
+
+    # -- conditioning ------------------------------------------------------------------------------------------
+    def _image_pos(self, n_tokens: int, device: torch.device) -> torch.Tensor:
+        key = (n_tokens, device)
+        if key not in self._pos_cache:
+            grid = int(round(n_tokens ** 0.5))
+            self._pos_cache[key] = sincos_2d(grid, self.config.d_model).to(device)
+        return self._pos_cache[key]
+
+    def _images(self, batch: Mapping[str, Any], b: int) -> torch.Tensor:
+        """All cameras -> (B, cameras * N, d) tokens."""
+        size = self.config.image_size
+        ims = []
+        for cam in self.config.cameras:
+            key = image_key(cam)
+            if key not in batch:
+                present = sorted(k for k in batch if k.startswith("observation.images."))
+                raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras {list(self.config.cameras)},"
+                               f" the batch has {present}")
+            x = torch.as_tensor(batch[key])
+            if x.shape != (b, 3, size, size):
+                raise ValueError(f"{key}: expected shape ({b}, 3, {size}, {size}), got {tuple(x.shape)}")
+            x = x.to(self.device)
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            ims.append(x)
+        feats = self.vision(torch.cat(ims, 0))  # (cams*B, N, C)
+        n = feats.shape[1]
+        tok = self.vision_proj(feats) + self._image_pos(n, feats.device)
+        tok = tok.view(len(ims), b, n, -1) + self.camera_embed[:, None, None, :]  # (cams, B, N, d)
+        return tok.permute(1, 0, 2, 3).reshape(b, len(ims) * n, -1)
+
+    def _check_embodiments(self, embodiments: Sequence[str]) -> None:
+        for e in set(embodiments):
+            if e not in self.config.embodiments:
+                raise KeyError(f"{EMBODIMENT}: unknown embodiment {e!r}; the policy knows {self.embodiments}")
+
+    def _groups(self, embodiments: Sequence[str]) -> dict[str, torch.Tensor]:
+        out: dict[str, list[int]] = {}
+        for i, e in enumerate(embodiments):
+            out.setdefault(e, []).append(i)
+        return {e: torch.tensor(ix, device=self.device) for e, ix in out.items()}
+
+    def encode(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
+        """A batch -> fusion readouts (B, H, d) and the embodiment of each row."""
+        for key in (OBS_STATE, TASK):
+            if key not in batch:
+                raise KeyError(f"{key}: missing from the batch; got keys {sorted(batch)}")
+        state = torch.as_tensor(batch[OBS_STATE]).to(self.device, torch.float32)
+        if state.ndim != 2:
+            raise ValueError(f"{OBS_STATE}: expected shape (B, P), got {tuple(state.shape)}")
+        b = state.shape[0]
+        tasks = batch[TASK]
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        if len(tasks) != b:
+            raise ValueError(f"{TASK}: expected {b} instructions, got {len(tasks)}")
+        embs = batch.get(EMBODIMENT)
+        if embs is None:
+            if len(self.config.embodiments) != 1:
+                raise KeyError(f"{EMBODIMENT}: missing, and the policy has several embodiments {self.embodiments}")
+            embs = [self.embodiments[0]] * b
+        embs = [embs] * b if isinstance(embs, str) else list(embs)
+        self._check_embodiments(embs)
+
+        d = self.config.d_model
+        state_tok = torch.empty(b, 1, d, device=self.device)
+        emb_tok = torch.empty(b, 1, d, device=self.device)
+        for e, ix in self._groups(embs).items():
+            p = self.config.embodiments[e].state_dim
+            s = state[ix]
+            if s.shape[1] < p or (s.shape[1] > p and torch.any(s[:, p:] != 0)):
+                raise ValueError(f"{OBS_STATE}: expected {p} values for embodiment {e!r}, got {s.shape[1]}")
+            s = self.normalizer.normalize(s[:, :p], e, OBS_STATE)
+            state_tok[ix] = self.state_encoders[e](s)
+            emb_tok[ix] = self.embodiment_embed[e].view(1, 1, d)
+        lang = self.language(tasks).to(self.device)  # (B, 384)
+        lang_tok = self.language_proj(lang).view(b, self.config.language_tokens, d)
+        img_tok = self._images(batch, b)
+        return self.fusion(emb_tok, lang_tok, img_tok, state_tok), embs
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean loss over the batch (each embodiment's head on its own rows) and plain-float info for logging."""
+        if ACTION not in batch:
+            raise KeyError(f"{ACTION}: missing from the batch; got keys {sorted(batch)}")
+        cond, embs = self.encode(batch)
+        actions = torch.as_tensor(batch[ACTION]).to(self.device, torch.float32)
+        b, h = cond.shape[:2]
+        if actions.ndim != 3 or actions.shape[:2] != (b, h):
+            raise ValueError(f"{ACTION}: expected shape ({b}, {h}, D), got {tuple(actions.shape)}")
+        pad = batch.get(ACTION_IS_PAD)
+        pad = torch.zeros(b, h, dtype=torch.bool, device=self.device) if pad is None else torch.as_tensor(pad).to(
+            self.device, torch.bool)
+        if pad.shape != (b, h):
+            raise ValueError(f"{ACTION_IS_PAD}: expected shape ({b}, {h}), got {tuple(pad.shape)}")
+        total = cond.new_zeros(())
+        info: dict[str, float] = {}
+        for e, ix in self._groups(embs).items():
+            dim = self.config.embodiments[e].action_dim
+            a = actions[ix]
+            if a.shape[2] < dim:
+                raise ValueError(f"{ACTION}: expected {dim} dimensions for embodiment {e!r}, got {a.shape[2]}")
+            a = self.normalizer.normalize(a[..., :dim], e, ACTION)
+            loss_e = self.heads[e].loss(cond[ix], a, pad[ix])
+            total = total + loss_e * (len(ix) / b)
+            info[f"loss/{e}"] = float(loss_e.detach())
+        info["loss"] = float(total.detach())
+        return total, info
+
+    # -- inference ---------------------------------------------------------------------------------------------
+    def frame_to_batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """One frame dict (images uint8 (H, W, 3), state (P,)) -> a batch of one, validated."""
+        emb = obs.get(EMBODIMENT)
+        if emb is None:
+            if len(self.config.embodiments) != 1:
+                raise KeyError(f"{EMBODIMENT}: missing, and the policy has several embodiments {self.embodiments}")
+            emb = self.embodiments[0]
+        self._check_embodiments([emb])
+        p = self.config.embodiments[emb].state_dim
+        if OBS_STATE not in obs:
+            raise KeyError(f"{OBS_STATE}: missing from the observation; got keys {sorted(obs)}")
+        state = np.asarray(obs[OBS_STATE], dtype=np.float32)
+        if state.shape != (p,):
+            raise ValueError(f"{OBS_STATE}: expected shape ({p},) for embodiment {emb!r}, got {state.shape}")
+        task = obs.get(TASK)
+        if not isinstance(task, str):
+            raise TypeError(f"{TASK}: expected the instruction as a str, got {type(task).__name__}")
+        batch: dict[str, Any] = {OBS_STATE: torch.from_numpy(state)[None], TASK: [task], EMBODIMENT: [emb]}
+        s = self.config.image_size
+        for cam in self.config.cameras:
+            key = image_key(cam)
+            if key not in obs:
+                present = sorted(k for k in obs if k.startswith("observation.images."))
+                raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras {list(self.config.cameras)},"
+                               f" the observation has {present}")
+            im = np.asarray(obs[key])
+            if im.shape != (s, s, 3) or im.dtype != np.uint8:
+                raise ValueError(f"{key}: expected uint8 ({s}, {s}, 3), got {im.dtype} {im.shape}")
+            batch[key] = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
+        return batch
+
+    @torch.inference_mode()
+    def sample_chunks_batch(self, batch: Mapping[str, Any], n: int = 1, generator: torch.Generator | None = None,
+                            deterministic: bool = False) -> list[np.ndarray]:
+        """A batch -> per row an (n, H, D) float32 array in physical units (rows may differ in D)."""
+        was_training = self.training
+        self.eval()
+        try:
+            cond, embs = self.encode(batch)
+            out: list[np.ndarray | None] = [None] * len(embs)
+            for e, ix in self._groups(embs).items():
+                head = self.heads[e]
+                x = head.predict(cond[ix], generator)[:, None] if deterministic else head.sample(cond[ix], n, generator)
+                x = self.normalizer.unnormalize(x, e, ACTION).float().cpu().numpy()  # (b_e, n, H, D)
+                for j, i in enumerate(ix.tolist()):
+                    out[i] = x[j]
+            return out  # type: ignore[return-value]
+        finally:
+            self.train(was_training)
+
+    def predict_chunk(self, obs: Mapping[str, Any], generator: torch.Generator | None = None) -> np.ndarray:
+        """One frame dict -> np.float32 (H, D) in physical units: the chunk to execute."""
+        return self.sample_chunks_batch(self.frame_to_batch(obs), 1, generator, deterministic=True)[0][0]
+
+    def sample_chunks(self, obs: Mapping[str, Any], n: int = 8, generator: torch.Generator | None = None) -> np.ndarray:
+        """One frame dict -> (n, H, D): n independent samples in one batched call (identical for regression)."""
+        if n < 1:
+            raise ValueError(f"n: expected a positive int, got {n}")
+        return self.sample_chunks_batch(self.frame_to_batch(obs), n, generator)[0]
+
+    # -- save / load -------------------------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors and norm_stats.json atomically (temp dir, then rename)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            meta = {"format_version": FORMAT_VERSION, "vlaforge_version": __version__, "policy": self.config.to_dict()}
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+            (tmp / STATS_FILE).write_text(json.dumps(stats_to_json(self._stats), indent=2))
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def read_config(cls, directory: str | os.PathLike) -> PolicyConfig:
+        directory = Path(directory)
+        path = directory / CONFIG_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: not a policy checkpoint (missing {CONFIG_FILE})")
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: expected JSON, got a parse error: {e}") from None
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: expected format_version {FORMAT_VERSION}, got {version!r}")
+        return PolicyConfig.from_dict(meta["policy"])
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Policy":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config = cls.read_config(directory)
+        for f in (STATS_FILE, WEIGHTS_FILE):
+            if not (directory / f).is_file():
+                raise CheckpointError(f"{directory}: missing {f}")
+        stats = json.loads((directory / STATS_FILE).read_text())
+        policy = cls(config, stats)
+        try:
+            tensors = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{directory / WEIGHTS_FILE}: not a readable safetensors file ({e})") from None
+        policy.load_weights(tensors, source=str(directory / WEIGHTS_FILE))
+        return policy.to(map_location)
+
+    def load_weights(self, tensors: Mapping[str, torch.Tensor], source: str = "weights") -> None:
+        """Strict load with a clear error for missing, extra or mis-shaped tensors."""
+        own = self.state_dict()
+        missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+        if missing or extra:
+            raise CheckpointError(f"{source}: tensors do not match the config: missing {missing[:8]}"
+                                  f"{' ...' if len(missing) > 8 else ''}, unexpected {extra[:8]}"
+                                  f"{' ...' if len(extra) > 8 else ''}")
+        for k, v in own.items():
+            if tuple(tensors[k].shape) != tuple(v.shape):
+                raise CheckpointError(f"{source}: tensor {k!r}: expected shape {tuple(v.shape)}, "
+                                      f"got {tuple(tensors[k].shape)}")
+        self.load_state_dict(dict(tensors), strict=True)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished directory into place; an existing one is swapped out, never half-overwritten."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

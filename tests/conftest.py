@@ -1,0 +1,20 @@
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def uniform_stats(p: int, d: int) -> dict:
+    def s(n):
+        return {"mean": [0.0] * n, "std": [1.0] * n, "min": [-1.0] * n, "max": [1.0] * n,
+                "q01": [-1.0] * n, "q99": [1.0] * n}
+
+    return {"observation.state": s(p), "action": s(d)}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
