@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         "mujoco_gl": os.environ.get("MUJOCO_GL"),
         "mujoco": mujoco.__version__,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "load_average_1m": round(os.getloadavg()[0], 2)},  # the machine is shared
         "target": {"image_size": 96, "fps": TARGET_FPS_96,
                    "met": fps96 is not None and fps96 >= TARGET_FPS_96},
         "results": rows,
@@ -99,8 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
         "# render_fps",
         "",
         f"`env.step(env.expert_action())` per second on `{args.task}`, one `{args.camera}` camera rendered",
-        f"into every observation (MUJOCO_GL={result['mujoco_gl']}, mujoco {result['mujoco']}, "
-        f"{os.cpu_count()} CPUs). Median of {args.repeats} repeats of {args.steps} steps.",
+        (f"into every observation (MUJOCO_GL={result['mujoco_gl']}, mujoco {result['mujoco']}, "
+         f"{os.cpu_count()} CPUs, shared: load average {result['machine']['load_average_1m']}). "
+         f"Median of {args.repeats} repeats of {args.steps} steps."),
         "",
         "| camera | image size | fps (median) | min | max |",
         "|---|---|---|---|---|",

@@ -175,7 +175,7 @@ class Policy(nn.Module):
             if s.shape[1] < p or (s.shape[1] > p and torch.any(s[:, p:] != 0)):
                 raise ValueError(f"{OBS_STATE}: expected {p} values for embodiment {e!r}, got {s.shape[1]}")
             s = self.normalizer.normalize(s[:, :p], e, OBS_STATE)
-            state_tok[ix] = self.state_encoders[e](s)
+            state_tok[ix] = self.state_encoders[e](s).to(state_tok.dtype)
             emb_tok[ix] = self.embodiment_embed[e].view(1, 1, d)
         lang = self.language(tasks).to(self.device)  # (B, 384)
         lang_tok = self.language_proj(lang).view(b, self.config.language_tokens, d)

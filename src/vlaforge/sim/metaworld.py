@@ -1,0 +1,473 @@
+"""Meta-World (MuJoCo) as a Gymnasium env whose observations are DESIGN frame dicts.
+
+    env = MetaWorldEnv("drawer-open-v3", cameras=("corner",), image_size=96)
+    obs, info = env.reset(seed=3)           # the layout of our seed convention (below)
+    obs, reward, terminated, truncated, info = env.step(env.expert_action())
+    info["is_success"]                      # bool
+
+Observation: ``observation.images.<camera>`` uint8 (S, S, 3) upright, ``observation.state``
+float32 (4,) = hand xyz + gripper opening, ``task`` (the instruction), ``embodiment`` ("sawyer").
+Action: float32 (4,) in [-1, 1] = hand xyz velocity + gripper effort (clipped to the box).
+
+Seed convention: episode seed ``s`` is the layout (object and goal positions) of a fresh
+``gym.make("Meta-World/MT1", env_name=NAME, seed=s)`` after its first ``reset()``. Meta-World
+builds that from 50 candidate layouts drawn with ``np.random.seed(s)`` over 50 resets of a new
+env, then picks one with the env's ``np_random`` seeded by ``s``. Building that env costs ~0.7 s;
+:meth:`MetaWorldEnv.reset` reproduces the same draws on the env it already has (the hand-reset
+simulation skipped: the draws do not depend on it) and sets the resulting task, bit-exact
+(tests/sim check it against the fresh ``gym.make``).
+
+Derived tasks (:class:`DerivedTask`) reuse a base scene with their own success test, scripted
+expert and instruction; ``reach-goal-v3`` and ``reach-puck-v3`` live on the ``reach-v3`` scene.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco loads, unless the user chose a backend
+
+import numbers  # noqa: E402
+import string  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+from vlaforge.sim import instructions as _catalogue  # noqa: E402
+from vlaforge.sim.instructions import (  # noqa: E402,F401  (re-exported)
+    DERIVED_TASKS,
+    METAWORLD_TASKS,
+    TASK_SETS,
+    add_task,
+    all_tasks,
+    base_task,
+    instruction,
+    instructions,
+    resolve_tasks,
+)
+from vlaforge.types import EMBODIMENT, OBS_STATE, TASK, image_key  # noqa: E402
+
+__all__ = [
+    "CAMERAS", "DERIVED_TASKS", "EMBODIMENT_NAME", "METAWORLD_TASKS", "PUCK_TOUCH_RADIUS", "TASK_SETS",
+    "DerivedTask", "MetaWorldEnv", "add_task", "all_tasks", "base_task", "check_experts", "derived_tasks",
+    "instruction", "instructions", "register_derived_task", "resolve_tasks", "success_test",
+]
+
+EMBODIMENT_NAME = "sawyer"
+#: Cameras of the Meta-World scene (xyz_base.xml).
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+#: Cameras whose image-y axis points down in the world: their frames are turned 180 degrees
+#: (both axes flipped: a rotation, not a mirror). topview / gripperPOV look down with the far
+#: side of the table at the top; behindGripper is upright as rendered.
+_ROTATE_180 = frozenset({"corner", "corner2", "corner3", "corner4"})
+_N_LAYOUTS = 50  # metaworld._N_GOALS: candidate layouts per seed
+_MAX_SEED = 2**32  # np.random.seed accepts [0, 2**32)
+_TEXT_CHARSET = string.ascii_letters + string.digits + " ,.;:'!?-()"
+_LAYOUT_CACHE_SIZE = 1024
+
+
+# --------------------------------------------------------------------------- derived tasks
+
+
+@dataclass(frozen=True)
+class DerivedTask:
+    """A task on a base Meta-World scene with its own success test, expert and reward.
+
+    ``success(env, base_info) -> bool`` and ``expert(env) -> action (4,)`` get the
+    :class:`MetaWorldEnv` (``env.mw_env`` is the Meta-World env, ``env.raw_obs`` its 39-d
+    observation) and the base scene's own info dict. ``reward(env, base_info) -> float``;
+    None keeps the base scene's reward.
+    """
+
+    name: str
+    base: str
+    success: Callable[[Any, dict], bool]
+    expert: Callable[[Any], np.ndarray]
+    reward: Callable[[Any, dict], float] | None = None
+
+
+_DERIVED: dict[str, DerivedTask] = {}
+
+
+def register_derived_task(spec: DerivedTask, sentences: list[str] | None = None) -> DerivedTask:
+    """Register a derived task; ``sentences`` (canonical first) are needed unless the catalogue
+    in :mod:`vlaforge.sim.instructions` already lists the name. Returns ``spec``."""
+    if spec.name in _DERIVED:
+        raise ValueError(f"derived task {spec.name!r} is already registered")
+    if spec.name in DERIVED_TASKS:
+        if DERIVED_TASKS[spec.name] != spec.base:
+            raise ValueError(f"derived task {spec.name!r}: the catalogue says base "
+                             f"{DERIVED_TASKS[spec.name]!r}, the spec says {spec.base!r}")
+    elif sentences is None:
+        raise ValueError(f"derived task {spec.name!r} is not in the instruction catalogue: pass sentences")
+    else:
+        add_task(spec.name, spec.base, sentences)
+    _DERIVED[spec.name] = spec
+    return spec
+
+
+def derived_tasks() -> dict[str, DerivedTask]:
+    """The registered derived tasks by name."""
+    return dict(_DERIVED)
+
+
+# --------------------------------------------------------------------------- the env
+
+
+class MetaWorldEnv(gym.Env):
+    """One Meta-World v3 task (or derived task) with DESIGN frame-dict observations.
+
+    ``cameras`` may be empty (state only, no renderer). ``instruction`` replaces the canonical
+    sentence in ``obs["task"]``. Episodes are truncated after ``max_steps`` steps;
+    ``terminated`` is always False (Meta-World tasks do not end on success: read
+    ``info["is_success"]``). ``reset()`` without a seed draws the episode seed from the env's
+    generator (seeded by the last explicit seed), so ``reset(seed=s); reset(); ...`` repeats.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
+
+    def __init__(self, task: str, cameras: tuple[str, ...] | list[str] = ("corner",), image_size: int = 96,
+                 max_steps: int = 300, instruction: str | None = None, render_mode: str | None = "rgb_array"):
+        self.task_name = task
+        self.base_task = base_task(task)  # raises with a did-you-mean for an unknown name
+        if isinstance(cameras, str):
+            cameras = (cameras,)
+        self.cameras = tuple(cameras)
+        for cam in self.cameras:
+            if cam not in CAMERAS:
+                raise ValueError(f"unknown camera {cam!r}; expected one of {', '.join(CAMERAS)}")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras: expected distinct names, got {self.cameras}")
+        if not isinstance(image_size, numbers.Integral) or not 8 <= image_size <= 1024:
+            raise ValueError(f"image_size: expected an int in [8, 1024], got {image_size!r}")
+        if not isinstance(max_steps, numbers.Integral) or max_steps < 1:
+            raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
+        self.image_size = int(image_size)
+        self.max_steps = int(max_steps)
+        self.render_mode = render_mode
+        self.instruction = instruction if instruction is not None else _catalogue.instruction(task)
+        if not isinstance(self.instruction, str) or not self.instruction.strip():
+            raise ValueError(f"instruction: expected a non-empty string, got {self.instruction!r}")
+        self._derived = _DERIVED.get(task)
+        if task in DERIVED_TASKS and self._derived is None:
+            raise ValueError(f"derived task {task!r} is in the catalogue but has no registered behaviour")
+
+        import metaworld  # noqa: F401  (registers envs; heavy, so imported here)
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+        from metaworld.policies import ENV_POLICY_MAP
+
+        # the same constructor arguments as Meta-World's own MT1 (_init_each_env)
+        self._mw = ALL_V3_ENVIRONMENTS[self.base_task](
+            reward_function_version="v2", render_mode=None, camera_name=None, camera_id=None,
+            width=480, height=480)
+        self._mw.max_path_length = max(self._mw.max_path_length, self.max_steps)
+        model = self._mw.model
+        model.light_castshadow[:] = 0  # shadows cost ~5x the frame time
+        model.vis.quality.offsamples = 0  # no multisampling (must be set before the renderer exists)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.image_size)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.image_size)
+        self._renderer = None
+        self._policy = ENV_POLICY_MAP[self.base_task]()
+        self._layouts: dict[int, Any] = {}  # seed -> metaworld Task
+        self._raw_obs: np.ndarray | None = None
+        self._steps = 0
+        self.episode_seed: int | None = None
+
+        hand = self._mw._HAND_SPACE
+        s = self.image_size
+        charset = _TEXT_CHARSET + "".join(sorted(set(self.instruction) - set(_TEXT_CHARSET)))
+        self.observation_space = spaces.Dict({
+            **{image_key(c): spaces.Box(0, 255, (s, s, 3), np.uint8) for c in self.cameras},
+            OBS_STATE: spaces.Box(np.append(hand.low, 0.0).astype(np.float32),
+                                  np.append(hand.high, 1.0).astype(np.float32), (4,), np.float32),
+            TASK: spaces.Text(max_length=max(256, len(self.instruction)), charset=charset),
+            EMBODIMENT: spaces.Text(max_length=64, charset=_TEXT_CHARSET),
+        })
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def mw_env(self):
+        """The underlying Meta-World env (``SawyerXYZEnv``)."""
+        return self._mw
+
+    @property
+    def raw_obs(self) -> np.ndarray:
+        """Meta-World's 39-d observation for the current state (a copy), float64 (39,)."""
+        self._require_reset()
+        return self._raw_obs.copy()
+
+    @property
+    def steps(self) -> int:
+        """Steps taken in the current episode."""
+        return self._steps
+
+    # ------------------------------------------------------------------ layouts
+
+    def _layout_task(self, seed: int):
+        """The metaworld Task that ``gym.make('Meta-World/MT1', env_name=base, seed=seed)`` sets on
+        its first reset: candidate ``np_random(seed).choice(50)`` of MT1's ``_make_tasks``."""
+        task = self._layouts.get(seed)
+        if task is not None:
+            return task
+        from gymnasium.utils import seeding
+        from metaworld import _encode_task
+
+        index = int(seeding.np_random(seed)[0].choice(_N_LAYOUTS))
+        rand_vec = self._replay_layout_draws(seed, index)
+        task = _encode_task(self.base_task, {"rand_vec": rand_vec, "env_cls": type(self._mw),
+                                              "partially_observable": False})
+        if len(self._layouts) >= _LAYOUT_CACHE_SIZE:
+            self._layouts.pop(next(iter(self._layouts)))
+        self._layouts[seed] = task
+        return task
+
+    def _replay_layout_draws(self, seed: int, index: int) -> np.ndarray:
+        """MT1's ``_make_tasks`` seeds the global numpy RNG, then resets a new env with unfrozen
+        layouts 50 times, keeping each reset's layout. Replay the first ``index + 1`` resets here:
+        each one's draws (including rejection loops) depend only on earlier draws, never on the
+        simulated hand, so the 50-step hand reset is skipped. Global RNG state is restored."""
+        import mujoco
+
+        mw = self._mw
+        cls = type(mw)
+
+        def quick_hand_reset(*args, **kwargs):  # kinematics only: reset_model reads body frames after
+            mujoco.mj_forward(mw.model, mw.data)
+            cls._reset_hand(mw, steps=0)
+
+        saved_rng = np.random.get_state()
+        mw._reset_hand = quick_hand_reset
+        try:
+            np.random.seed(seed)
+            mw._freeze_rand_vec = False
+            mw._set_task_called = True
+            mw._set_task_inner()
+            for _ in range(index + 1):
+                mw.reset()
+            rand_vec = np.array(mw._last_rand_vec, copy=True)
+        finally:
+            del mw._reset_hand
+            mw._freeze_rand_vec = True
+            np.random.set_state(saved_rng)
+        return rand_vec
+
+    # ------------------------------------------------------------------ gym API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < _MAX_SEED:
+                raise ValueError(f"seed: expected an int in [0, 2**32), got {seed!r}")
+            seed = int(seed)
+        super().reset(seed=seed)  # seeds self.np_random when a seed is given
+        if seed is None:
+            seed = int(self.np_random.integers(0, 2**31 - 1))
+        task = self._layout_task(seed)
+        self._mw.seed(seed)
+        self._mw.set_task(task)
+        raw, _ = self._mw.reset()
+        self._raw_obs = np.asarray(raw, dtype=np.float64)
+        self._steps = 0
+        self.episode_seed = seed
+        return self._observation(), {"seed": seed, "task_name": self.task_name}
+
+    def step(self, action):
+        self._require_reset()
+        if self._steps >= self.max_steps:
+            raise RuntimeError(f"the episode was truncated after max_steps={self.max_steps} steps: call reset()")
+        a = np.asarray(action)
+        if a.shape != (4,):
+            raise ValueError(f"action: expected shape (4,) (hand xyz velocity + gripper effort), got {a.shape}")
+        if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+            raise ValueError(f"action: expected 4 finite numbers, got {a!r}")
+        a = np.clip(a.astype(np.float32), -1.0, 1.0)
+        raw, reward, _, _, mw_info = self._mw.step(a)
+        self._raw_obs = np.asarray(raw, dtype=np.float64)
+        self._steps += 1
+        if self._derived is not None:
+            success = bool(self._derived.success(self, mw_info))
+            if self._derived.reward is not None:
+                reward = self._derived.reward(self, mw_info)
+        else:
+            success = bool(mw_info["success"])
+        info = {"is_success": success, "seed": self.episode_seed, "task_name": self.task_name,
+                "metaworld": mw_info}
+        truncated = self._steps >= self.max_steps
+        return self._observation(), float(reward), False, truncated, info
+
+    def expert_action(self) -> np.ndarray:
+        """The scripted expert's action for the current state, clipped to [-1, 1], float32 (4,)."""
+        self._require_reset()
+        if self._derived is not None:
+            action = self._derived.expert(self)
+        else:
+            with warnings.catch_warnings():  # metaworld warns whenever its P-gain exceeds 1
+                warnings.simplefilter("ignore", UserWarning)
+                action = self._policy.get_action(self._raw_obs)
+        return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+
+    def render(self) -> np.ndarray | None:
+        """The first camera's upright frame, uint8 (S, S, 3) (``corner`` when none is configured)."""
+        if self.render_mode is None:
+            return None
+        return self.render_camera(self.cameras[0] if self.cameras else "corner")
+
+    def render_camera(self, camera: str) -> np.ndarray:
+        """One camera's upright frame for the current state, uint8 (S, S, 3)."""
+        if camera not in CAMERAS:
+            raise ValueError(f"unknown camera {camera!r}; expected one of {', '.join(CAMERAS)}")
+        if self._renderer is None:
+            import mujoco
+
+            self._renderer = mujoco.Renderer(self._mw.model, height=self.image_size, width=self.image_size)
+        self._renderer.update_scene(self._mw.data, camera=camera)
+        frame = self._renderer.render()  # (S, S, 3) uint8
+        if camera in _ROTATE_180:
+            frame = frame[::-1, ::-1]
+        return np.ascontiguousarray(frame)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        if getattr(self, "_mw", None) is not None:
+            self._mw.close()
+            self._mw = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_reset(self):
+        if self._mw is None:
+            raise RuntimeError("the env is closed")
+        if self._raw_obs is None:
+            raise RuntimeError("call reset() before step(), expert_action() or raw_obs")
+
+    def _observation(self) -> dict:
+        obs = {image_key(c): self.render_camera(c) for c in self.cameras}
+        obs[OBS_STATE] = self._raw_obs[:4].astype(np.float32)  # (4,) hand xyz + gripper opening
+        obs[TASK] = self.instruction
+        obs[EMBODIMENT] = EMBODIMENT_NAME
+        return obs
+
+    def __repr__(self) -> str:
+        return (f"MetaWorldEnv({self.task_name!r}, cameras={self.cameras}, image_size={self.image_size}, "
+                f"max_steps={self.max_steps})")
+
+
+# --------------------------------------------------------------------------- reach derived tasks
+
+#: reach-puck-v3: success when the gripper's centre (between the fingertips) is this close to the puck.
+PUCK_TOUCH_RADIUS = 0.05
+_PUCK_HOVER = np.array([0.0, 0.0, 0.02])  # aim just above the puck's centre, not into the table
+_PUCK_GAIN = 10.0
+
+
+def _puck_distance(env: MetaWorldEnv) -> float:
+    mw = env.mw_env
+    return float(np.linalg.norm(mw.tcp_center - mw.get_body_com("obj")))
+
+
+def _reach_puck_expert(env: MetaWorldEnv) -> np.ndarray:
+    mw = env.mw_env
+    delta = mw.get_body_com("obj") + _PUCK_HOVER - mw.tcp_center  # (3,)
+    return np.clip(np.append(_PUCK_GAIN * delta, 0.0), -1.0, 1.0).astype(np.float32)
+
+
+def _reach_goal_expert(env: MetaWorldEnv) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return env._policy.get_action(env.raw_obs)
+
+
+register_derived_task(DerivedTask(
+    name="reach-goal-v3", base="reach-v3",
+    success=lambda env, info: bool(info["success"]),  # Meta-World's own reach success
+    expert=_reach_goal_expert,
+))
+register_derived_task(DerivedTask(
+    name="reach-puck-v3", base="reach-v3",
+    success=lambda env, info: _puck_distance(env) < PUCK_TOUCH_RADIUS,
+    expert=_reach_puck_expert,
+    reward=lambda env, info: 10.0 * float(np.exp(-_puck_distance(env) / 0.1)),
+))
+
+
+# --------------------------------------------------------------------------- expert check
+
+
+def success_test(task: str) -> Callable[[MetaWorldEnv, dict], bool]:
+    """``task``'s success test as ``fn(env, metaworld_info) -> bool``, usable on any env with the
+    same base scene (e.g. to ask whether reach-goal's expert also touches the puck)."""
+    if task in _DERIVED:
+        return _DERIVED[task].success
+    base_task(task)  # validates the name
+    return lambda env, info: bool(info["success"])
+
+
+def check_experts(tasks: list[str], seeds: list[int], max_steps: int = 300) -> list[dict]:
+    """Roll each task's scripted expert over ``seeds`` (state only, no rendering).
+
+    Per task: ``successes`` (episodes whose own success test held at some step), ``mean_steps``
+    to the first success, and ``also`` = {other task on the same scene: episodes where this
+    expert's trajectory met that task's success test at some step}.
+    """
+    from tqdm import tqdm
+
+    siblings = {t: [o for o in all_tasks() if o != t and base_task(o) == base_task(t)] for t in tasks}
+    rows = []
+    with tqdm(total=len(tasks) * len(seeds), desc="experts") as bar:
+        for task in tasks:
+            env = MetaWorldEnv(task, cameras=(), max_steps=max_steps)
+            others = {o: success_test(o) for o in siblings[task]}
+            successes, first_steps, also = 0, [], {o: 0 for o in others}
+            for seed in seeds:
+                env.reset(seed=seed)
+                hit, hit_other = None, set()
+                for step in range(1, max_steps + 1):
+                    _, _, _, truncated, info = env.step(env.expert_action())
+                    if hit is None and info["is_success"]:
+                        hit = step
+                    hit_other.update(o for o, test in others.items() if test(env, info["metaworld"]))
+                    if truncated:
+                        break
+                successes += hit is not None
+                first_steps += [hit] if hit is not None else []
+                for o in hit_other:
+                    also[o] += 1
+                bar.update(1)
+            env.close()
+            rows.append({"task": task, "episodes": len(seeds), "successes": successes,
+                         "mean_steps": round(float(np.mean(first_steps)), 1) if first_steps else None,
+                         "also": also})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m vlaforge.sim.metaworld mt10 --seeds 10``: scripted-expert success rates."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Scripted-expert success rates on Meta-World tasks.")
+    parser.add_argument("tasks", help="a task set name or comma-separated task names")
+    parser.add_argument("--seeds", type=int, default=10, help="episodes per task: seeds 0..N-1")
+    parser.add_argument("--max-steps", type=int, default=300)
+    args = parser.parse_args(argv)
+    rows = check_experts(resolve_tasks(args.tasks), list(range(args.seeds)), args.max_steps)
+    print("| task | success | mean steps to success | also meets |")
+    print("|---|---|---|---|")
+    for r in rows:
+        also = ", ".join(f"{o}: {n}/{r['episodes']}" for o, n in r["also"].items()) or "-"
+        print(f"| {r['task']} | {r['successes']}/{r['episodes']} | {r['mean_steps']} | {also} |")
+
+
+if __name__ == "__main__":
+    from vlaforge.sim.metaworld import main as _main  # the importable module, not this __main__ copy
+
+    _main()
