@@ -102,6 +102,17 @@ def eval_cmd(
                         videos=videos, out=out))
 
 
+# --- training (logic in vlaforge.training.commandline; `vlaforge train --help` lists every config field) ---------
+@app.command("train", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_cmd(ctx: typer.Context) -> None:
+    """Train a policy: --preset NAME --dataset DIR --out RUN_DIR [--field.path=value ...] (--help: every field)."""
+    from vlaforge.training.commandline import main as train_main
+
+    raise typer.Exit(train_main(list(ctx.args)))
+# --- end training ---
+
+
 def main() -> None:
     app()
 

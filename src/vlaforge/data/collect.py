@@ -1,0 +1,343 @@
+"""Scripted-expert demonstrations from Meta-World into a dataset (``vlaforge collect``).
+
+Each task's episodes use seeds ``seed_start, seed_start + 1, ...`` (demonstrations default to 0.., disjoint
+from the evaluation seeds 1000+). A rollout runs the clipped expert until success, then ``post_success_steps``
+more frames, or until ``max_steps``. By default only successful episodes are kept; the summary counts tries
+and failures per task. ``workers > 1`` runs tasks in spawned worker processes (one renderer each) that feed
+rollouts to the single writer in this process. ``resume`` continues a killed run: per task it counts the
+episodes already committed and goes on after the highest seed used.
+"""
+
+from __future__ import annotations
+
+import os
+import queue as queue_mod
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlaforge.types import ACTION, OBS_STATE
+
+#: evaluation uses seeds from here on; demonstrations should stay below
+EVAL_SEED_START = 1000
+STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
+ACTION_NAMES = ("hand_dx", "hand_dy", "hand_dz", "gripper_effort")
+
+
+@dataclass
+class CollectConfig:
+    out: Path
+    tasks: list[str]
+    episodes_per_task: int = 50
+    image_size: int = 96
+    cameras: tuple[str, ...] = ("corner",)
+    workers: int = 1
+    resume: bool = False
+    keep_failed: bool = False
+    seed_start: int = 0
+    max_steps: int = 300
+    post_success_steps: int = 10
+    max_tries_factor: float = 2.0  # give up on a task after episodes * factor + 5 tries
+    progress: bool = True
+
+
+@dataclass
+class TaskTally:
+    kept: int = 0
+    tried: int = 0
+    failed: int = 0
+    frames: int = 0
+    previously_kept: int = 0
+
+
+@dataclass
+class CollectSummary:
+    out: Path
+    per_task: dict[str, TaskTally] = field(default_factory=dict)
+    wall_s: float = 0.0
+    episodes_total: int = 0
+    frames_total: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"{'task':28s} {'kept':>5s} {'tried':>6s} {'failed':>7s} {'frames':>7s}"]
+        for task, t in self.per_task.items():
+            prev = f" (+{t.previously_kept} before)" if t.previously_kept else ""
+            out.append(f"{task:28s} {t.kept:5d} {t.tried:6d} {t.failed:7d} {t.frames:7d}{prev}")
+        kept = sum(t.kept for t in self.per_task.values())
+        tried = sum(t.tried for t in self.per_task.values())
+        out.append(
+            f"kept {kept} of {tried} tried in {self.wall_s:.1f}s; dataset {self.out}: "
+            f"{self.episodes_total} episodes, {self.frames_total} frames"
+        )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- rollouts
+
+
+def rollout(env, seed: int, post_success_steps: int) -> tuple[list[dict], bool]:
+    """One expert episode: frame dicts (observation + action + next.success) and whether it succeeded."""
+    obs, _ = env.reset(seed=seed)
+    frames: list[dict] = []
+    success, after = False, 0
+    while True:
+        action = env.expert_action()
+        frame = dict(obs)
+        frame[ACTION] = action
+        obs, _, terminated, truncated, info = env.step(action)
+        frame["next.success"] = bool(info["is_success"])
+        frames.append(frame)
+        if info["is_success"]:
+            success = True
+        if success:
+            after += 1
+            if after > post_success_steps:
+                break
+        if terminated or truncated:
+            break
+    return frames, success
+
+
+def _plan(task: str, need: int, first_seed: int, factor: float) -> list[int]:
+    return list(range(first_seed, first_seed + int(need * factor) + 5)) if need > 0 else []
+
+
+def _task_worker(jobs: list[tuple[str, int, list[int]]], cfg: dict, out_q, parent: int) -> None:
+    """Run in a spawned process: roll out each job's seeds until ``need`` are kept; send episodes to out_q."""
+    from vlaforge.sim.metaworld import MetaWorldEnv
+
+    def send(msg) -> None:
+        while True:
+            try:
+                out_q.put(msg, timeout=1.0)
+                return
+            except queue_mod.Full:
+                if os.getppid() != parent:  # the writer is gone (killed): stop
+                    os._exit(0)
+
+    try:
+        for task, need, seeds in jobs:
+            env = MetaWorldEnv(
+                task, cameras=tuple(cfg["cameras"]), image_size=cfg["image_size"], max_steps=cfg["max_steps"]
+            )
+            kept = 0
+            for seed in seeds:
+                if kept >= need:
+                    break
+                frames, ok = rollout(env, seed, cfg["post_success_steps"])
+                if ok or cfg["keep_failed"]:
+                    kept += 1
+                    send(("episode", task, seed, ok, frames))
+                else:
+                    send(("failed", task, seed, ok, None))
+            env.close()
+            send(("task_done", task, None, None, None))
+    except BaseException:  # noqa: BLE001 (any failure goes back to the writer, which raises it)
+        send(("error", traceback.format_exc(), None, None, None))
+
+
+# ---------------------------------------------------------------------------------------------- the writer
+
+
+def collect(cfg: CollectConfig) -> CollectSummary:
+    """Collect demonstrations into ``cfg.out``; returns the per-task summary."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from vlaforge.data.recorder import DatasetRecorder
+    from vlaforge.sim.metaworld import EMBODIMENT_NAME, MetaWorldEnv, instruction
+
+    t0 = time.perf_counter()
+    if cfg.episodes_per_task < 1:
+        raise ValueError(f"episodes_per_task: expected >= 1, got {cfg.episodes_per_task}")
+    fps = int(MetaWorldEnv.metadata["render_fps"])
+    rec = DatasetRecorder(
+        cfg.out,
+        fps=fps,
+        cameras=cfg.cameras,
+        image_size=cfg.image_size,
+        robot_type=EMBODIMENT_NAME,
+        state_names=STATE_NAMES,
+        action_names=ACTION_NAMES,
+        resume=cfg.resume,
+    )
+    summary = CollectSummary(out=Path(cfg.out))
+    try:
+        done = rec.episodes()
+        jobs = []
+        for task in cfg.tasks:
+            mine = [e for e in done if e["task_name"] == task and (e["success"] or cfg.keep_failed)]
+            used = [e["seed"] for e in done if e["task_name"] == task and e["seed"] is not None]
+            first = max(used) + 1 if used else cfg.seed_start
+            need = cfg.episodes_per_task - len(mine)
+            summary.per_task[task] = TaskTally(previously_kept=len(mine))
+            seeds = _plan(task, need, first, cfg.max_tries_factor)
+            if seeds and seeds[-1] >= EVAL_SEED_START:
+                import warnings
+
+                warnings.warn(
+                    f"{task}: demonstration seeds reach {seeds[-1]}, into the evaluation seeds "
+                    f"({EVAL_SEED_START}+); lower --seed-start or --episodes-per-task",
+                    stacklevel=2,
+                )
+            if need > 0:
+                jobs.append((task, need, seeds))
+        total = sum(need for _, need, _ in jobs)
+        bar = tqdm(total=total, desc="collect", unit="ep", disable=not cfg.progress, dynamic_ncols=True)
+        texts = {task: instruction(task) for task in cfg.tasks}
+        opts = {
+            "cameras": list(cfg.cameras),
+            "image_size": cfg.image_size,
+            "max_steps": cfg.max_steps,
+            "post_success_steps": cfg.post_success_steps,
+            "keep_failed": cfg.keep_failed,
+        }
+
+        def handle(kind, task, seed, ok, frames) -> None:
+            tally = summary.per_task[task]
+            tally.tried += 1
+            tally.failed += 0 if ok else 1
+            if kind == "episode":
+                for f in frames:
+                    rec.add_frame(f)
+                rec.save_episode(task=task, seed=seed, success=ok, instruction=texts[task])
+                tally.kept += 1
+                tally.frames += len(frames)
+                bar.update(1)
+            bar.set_postfix(failed=sum(t.failed for t in summary.per_task.values()), refresh=False)
+
+        if cfg.workers <= 1 or len(jobs) <= 1:
+            _collect_inline(jobs, opts, handle)
+        else:
+            n = min(cfg.workers, len(jobs))
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue(maxsize=2 * n)
+            procs = [
+                ctx.Process(target=_task_worker, args=(jobs[k::n], opts, q, os.getpid()), daemon=True)
+                for k in range(n)
+            ]
+            for p in procs:
+                p.start()
+            try:
+                running = len(jobs)
+                while running:
+                    try:
+                        kind, a, seed, ok, frames = q.get(timeout=5.0)
+                    except queue_mod.Empty:
+                        if not any(p.is_alive() for p in procs):
+                            raise RuntimeError("collect: every worker exited before finishing its tasks")
+                        continue
+                    if kind == "error":
+                        raise RuntimeError(f"collect: a worker failed:\n{a}")
+                    if kind == "task_done":
+                        running -= 1
+                        continue
+                    handle(kind, a, seed, ok, frames)
+            finally:
+                for p in procs:
+                    if p.is_alive():
+                        p.terminate()
+                    p.join(timeout=5)
+        bar.close()
+    finally:
+        rec.close()
+    summary.episodes_total, summary.frames_total = rec.num_episodes, rec.num_frames
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+def _collect_inline(jobs, opts: dict[str, Any], handle) -> None:
+    from vlaforge.sim.metaworld import MetaWorldEnv
+
+    for task, need, seeds in jobs:
+        env = MetaWorldEnv(
+            task, cameras=tuple(opts["cameras"]), image_size=opts["image_size"], max_steps=opts["max_steps"]
+        )
+        try:
+            kept = 0
+            for seed in seeds:
+                if kept >= need:
+                    break
+                frames, ok = rollout(env, seed, opts["post_success_steps"])
+                if ok or opts["keep_failed"]:
+                    kept += 1
+                    handle("episode", task, seed, ok, frames)
+                else:
+                    handle("failed", task, seed, ok, None)
+        finally:
+            env.close()
+
+
+def dataset_size_bytes(root: str | Path, include_work: bool = False) -> int:
+    """Bytes on disk of a dataset (without our .vlaforge cache/staging unless asked)."""
+    total = 0
+    for p in Path(root).rglob("*"):
+        if p.is_file() and (include_work or ".vlaforge" not in p.parts):
+            total += p.stat().st_size
+    return total
+
+
+def describe(root: str | Path) -> list[str]:
+    """Lines for ``vlaforge dataset info``: counts, tasks, features, statistics."""
+    import json
+
+    from vlaforge.data import format as fmt
+    from vlaforge.data.reader import DatasetReader
+
+    r = DatasetReader(root)
+    s = r.summary()
+    lines = [
+        f"dataset {s['root']}  (LeRobot {s['codebase_version']}, robot_type {s['robot_type']}, {s['fps']} fps)",
+        (
+            f"episodes {s['episodes']} ({s['staged_episodes']} staged, not yet packed)   frames {s['frames']}   "
+            f"tasks {s['tasks']}   size {dataset_size_bytes(root) / 2**20:.1f} MiB"
+        ),
+    ]
+    counts: dict[str, list[int]] = {}
+    for ep in r.episodes:
+        c = counts.setdefault(ep.task_name or r.task_of(ep), [0, 0, 0])
+        c[0] += 1
+        c[1] += ep.length
+        c[2] += 1 if ep.success else 0
+    lines.append("tasks:")
+    for name, (n, frames, ok) in counts.items():
+        lines.append(f"  {name:40s} {n:5d} episodes {frames:7d} frames {ok:5d} successful")
+    lines.append("features:")
+    for key, ft in r.features.items():
+        extra = ""
+        if ft["dtype"] == "video" and ft.get("info"):
+            i = ft["info"]
+            extra = f"  {i.get('video.codec')} {i.get('video.pix_fmt')}"
+        lines.append(f"  {key:32s} {ft['dtype']:8s} {tuple(ft['shape'])!s:16s}{extra}")
+    stats_path = Path(root) / fmt.STATS_PATH
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text())
+        lines.append("statistics (meta/stats.json):")
+        for key in (OBS_STATE, ACTION):
+            if key in stats:
+                for name in ("mean", "std", "min", "max", "q01", "q99"):
+                    if name in stats[key]:
+                        vals = np.asarray(stats[key][name], dtype=float).reshape(-1)
+                        lines.append(f"  {key:18s} {name:4s} " + " ".join(f"{v:8.3f}" for v in vals))
+        for key in r.camera_keys:
+            if key in stats and "mean" in stats[key]:
+                m = np.asarray(stats[key]["mean"], dtype=float).reshape(-1)
+                sd = np.asarray(stats[key]["std"], dtype=float).reshape(-1)
+                lines.append(
+                    f"  {key:18s} mean {' '.join(f'{v:.3f}' for v in m)}  std {' '.join(f'{v:.3f}' for v in sd)}"
+                )
+    return lines
+
+
+def parse_cameras(spec: str | Sequence[str]) -> tuple[str, ...]:
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    cams = tuple(p.strip() for p in parts if p.strip())
+    if not cams:
+        raise ValueError(f"cameras: expected comma-separated camera names, got {spec!r}")
+    return cams
