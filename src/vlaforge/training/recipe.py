@@ -1,0 +1,196 @@
+"""Training recipes: named presets, stages (which parameters train), AdamW groups and the learning-rate shape.
+
+Presets (``get_preset(name)``, a typo gets a did-you-mean):
+
+- ``scratch``: one stage, every group trains (the frozen MiniLM language encoder has no parameters to train).
+- ``finetune``: adapting a trained checkpoint (``--init``) to new data, in three stages:
+  ``align`` (vision, language and state encoders frozen; fusion, projections, tokens and heads at 1e-3),
+  ``cofinetune`` (everything at 2e-5), ``specialize`` (heads only at 1e-5).
+- ``debug``: the ``tiny`` policy, a few steps in two stages, checkpoints and validation every few steps.
+
+Fresh parameters. With ``--init``, tensors are loaded by name and shape; what the checkpoint cannot provide (a
+new embodiment's head, state encoder and embodiment token, or a module whose shape changed) is "fresh". A stage
+with ``train_fresh`` (the default, and so ``align``) trains fresh parameters even where their group is frozen:
+a new robot's state encoder learns while the pretrained encoders stay put. ``specialize`` sets
+``train_fresh=false``: by then fresh modules have trained through two stages and only heads move.
+
+The torch-dependent helpers import torch inside; presets do not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from vlaforge import presets as policy_presets
+from vlaforge.training.config import PARAMETER_GROUPS, StageConfig, TrainConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+_PRESETS: dict[str, Callable[[], TrainConfig]] = {}
+
+
+def register(name: str):
+    """Decorator: ``@register("name")`` on a zero-argument function returning a ``TrainConfig``."""
+
+    def deco(fn):
+        if name in _PRESETS:
+            raise ValueError(f"training preset {name!r} is already registered")
+        _PRESETS[name] = fn
+        return fn
+
+    return deco
+
+
+def preset_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> TrainConfig:
+    """The training preset called ``name`` (a fresh, frozen ``TrainConfig``)."""
+    try:
+        fn = _PRESETS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _PRESETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown training preset {name!r}{hint} Known: {', '.join(preset_names())}") from None
+    return fn()
+
+
+def preset_doc(name: str) -> str:
+    doc = (_PRESETS[name].__doc__ or "").strip()
+    return " ".join(doc.split())
+
+
+@register("scratch")
+def scratch() -> TrainConfig:
+    """One stage from random weights: every parameter group trains (MiniLM stays frozen)."""
+    return TrainConfig(policy=policy_presets.get("default"),
+                       stages=(StageConfig(name="train", train=PARAMETER_GROUPS),), steps=20_000)
+
+
+@register("finetune")
+def finetune() -> TrainConfig:
+    """Adapt a trained checkpoint (--init) to new data: align (encoders frozen; fusion, projections and heads at
+    1e-3; fresh modules train) -> cofinetune (all at 2e-5) -> specialize (heads at 1e-5)."""
+    return TrainConfig(
+        policy=policy_presets.get("default"), steps=3000, warmup=0.05, ema_decay=0.995,
+        stages=(
+            StageConfig(name="align", train=("fusion", "heads"), lr=1e-3, weight=0.15),
+            StageConfig(name="cofinetune", train=PARAMETER_GROUPS, lr=2e-5, weight=0.6),
+            StageConfig(name="specialize", train=("heads",), lr=1e-5, weight=0.25, train_fresh=False),
+        ),
+    )
+
+
+@register("debug")
+def debug() -> TrainConfig:
+    """The tiny policy for a few steps in two stages (heads + fusion, then everything); validates and checkpoints
+    every few steps. For tests and for checking a setup end to end in seconds."""
+    return TrainConfig(
+        policy=policy_presets.get("tiny"), steps=12, batch_size=8, lr=1e-3, warmup=0.2, ema_decay=0.9,
+        stages=(StageConfig(name="warm", train=("fusion", "heads")), StageConfig(name="all", train=PARAMETER_GROUPS)),
+        val_interval=6, val_batches=2, log_interval=2, ckpt_interval=4, num_workers=0, augment=False,
+        paraphrase=False,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- stages
+
+
+def apply_stage(model: nn.Module, stage: StageConfig, fresh: Iterable[str] = ()) -> dict[str, tuple[int, int]]:
+    """Set ``requires_grad`` for a stage; returns ``{group: (trainable, total)}`` parameter counts.
+
+    A parameter trains when its group is in ``stage.train``, or when it is fresh and ``stage.train_fresh``.
+    """
+    fresh = set(fresh)
+    groups = model.parameter_groups()
+    counts: dict[str, tuple[int, int]] = {}
+    for group, params in groups.items():
+        on = group in stage.train
+        trainable = total = 0
+        for name, p in params:
+            p.requires_grad_(on or (stage.train_fresh and name in fresh))
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+        counts[group] = (trainable, total)
+    return counts
+
+
+def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Parameter names (decay, no_decay): weight decay only on the weight matrices of Linear, Conv and attention
+    input projections; never on norms, biases, embeddings, embedding bags or free learned tokens."""
+    from torch import nn
+
+    matrix_modules = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    decay, no_decay = [], []
+    for mod_name, mod in model.named_modules():
+        for p_name, p in mod.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            is_matrix = p.ndim >= 2 and (
+                (isinstance(mod, matrix_modules) and p_name == "weight")
+                or (isinstance(mod, nn.MultiheadAttention) and p_name in ("in_proj_weight", "q_proj_weight",
+                                                                          "k_proj_weight", "v_proj_weight")))
+            (decay if is_matrix else no_decay).append(full)
+    return decay, no_decay
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95)) -> torch.optim.AdamW:
+    """AdamW over the parameters that require grad, in two groups (with and without weight decay)."""
+    import torch
+
+    decay, _ = decay_split(model)
+    decay = set(decay)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("optimizer: no parameter trains in this stage; expected at least one")
+    groups = [
+        {"params": [p for n, p in params if n in decay], "weight_decay": weight_decay, "name": "decay"},
+        {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), foreach=True)
+
+
+class WarmupCosine:
+    """Learning-rate factor for ``LambdaLR``: linear warm-up from 1/w to 1 over ``w`` steps, then a cosine decay to
+    ``min_ratio`` at the stage's last step. A plain object, so the scheduler's state dict holds its numbers."""
+
+    def __init__(self, steps: int, warmup: float, min_ratio: float):
+        self.steps = int(steps)
+        self.warmup_steps = round(warmup * steps)
+        self.min_ratio = float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.steps - 1 - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer, stage_steps: int, config: TrainConfig):
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(stage_steps, config.warmup, config.min_lr_ratio))
+
+
+def stage_bounds(config: TrainConfig) -> list[tuple[int, int]]:
+    """``[(first_step, end_step), ...]`` per stage, in global optimizer steps (end exclusive)."""
+    out, start = [], 0
+    for n in config.stage_steps():
+        out.append((start, start + n))
+        start += n
+    return out
+
+
+def stage_at(config: TrainConfig, step: int) -> int:
+    """Index of the stage that runs global step ``step`` (the step about to be taken)."""
+    for i, (_, end) in enumerate(stage_bounds(config)):
+        if step < end:
+            return i
+    return len(config.stages) - 1

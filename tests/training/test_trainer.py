@@ -1,0 +1,130 @@
+"""The training loop end to end on a tiny recorded dataset: train, interrupt, resume (bit-exact), EMA, NaN."""
+
+import json
+
+import pytest
+import torch
+
+from tests.training.conftest import debug_config, events, tensors
+from vlaforge.policy import Policy
+from vlaforge.training import resume, train
+from vlaforge.training.commandline import main
+from vlaforge.training.ema import EMA
+from vlaforge.training.trainer import NonFiniteLossError
+
+
+def test_debug_preset_trains_then_resumes(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    threads = torch.get_num_threads()
+    res = train(debug_config(tiny_dataset, run, "ema_decay=0.5"), should_stop=lambda step: step == 3)
+    assert torch.get_num_threads() == threads, "train() must give the caller's thread count back"
+    assert res.status == "interrupted" and res.step == 3
+    assert json.loads((run / "checkpoints/last/state.json").read_text())["step"] == 3
+    assert not (run / "checkpoint").exists()
+
+    assert main(["--resume", str(run), "--progress=false"]) == 0
+    policy = Policy.load(run / "checkpoint")
+    obs = {"observation.images.corner": torch.zeros(64, 64, 3, dtype=torch.uint8).numpy(),
+           "observation.state": [0.0] * 4, "task": "trace the upper curve"}
+    obs["observation.state"] = torch.zeros(4).numpy()
+    assert policy.predict_chunk(obs).shape == (8, 4)
+    train_lines = events(run, "train")
+    steps = [e["step"] for e in train_lines]
+    assert steps == sorted(set(steps)) and steps[-1] == 8, "the log should read as one run"
+    for key in ("loss", "loss/sawyer", "lr", "samples_per_s", "grad_norm", "time/data", "time/forward",
+                "time/backward", "time/optimizer"):
+        assert all(key in e for e in train_lines), key
+    stages = [s for s in events(run, "stage") if not s["resumed"]]
+    assert [s["stage"] for s in stages] == ["warm", "all"]
+    assert stages[0]["trainable/vision"] == 0 and stages[1]["trainable/vision"] > 0
+    assert events(run, "val") and (run / "checkpoints/best/model.safetensors").is_file()
+    text = (run / "train.log").read_text()
+    assert "resuming at step 3" in text and "parameters train" in text
+    # the resolved config: embodiments and dims from the dataset
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["policy"]["embodiments"] == {"sawyer": {"state_dim": 4, "action_dim": 4}}
+    assert main(["--resume", str(run)]) == 2  # finished: nothing to resume, said clearly
+
+    # the EMA differs from the raw weights, and it is what gets saved as the policy
+    final = tensors(run / "checkpoint/model.safetensors")
+    ema = tensors(run / "checkpoints/last/ema.safetensors")
+    raw = tensors(run / "checkpoints/last/policy/model.safetensors")
+    assert all(torch.equal(final[k], ema[k]) for k in final), "the saved policy must be the EMA"
+    assert any(not torch.equal(final[k], raw[k]) for k in final), "the EMA should differ from the raw weights"
+    assert tensors(run / "checkpoints/best/model.safetensors").keys() == final.keys()
+
+
+def test_interrupted_and_resumed_run_is_bit_exact(tiny_dataset, tmp_path):
+    """Exact on CPU: stop at step 3 (stage 'warm') and at 6 (stage 'all'), resume twice; compare with one run."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train(debug_config(tiny_dataset, a)).status == "finished"
+    assert train(debug_config(tiny_dataset, b), should_stop=lambda s: s == 3).step == 3
+    assert resume(b, should_stop=lambda s: s == 6).step == 6
+    assert resume(b).status == "finished"
+    for f in ("checkpoints/last/policy/model.safetensors", "checkpoints/last/ema.safetensors",
+              "checkpoint/model.safetensors"):
+        ta, tb = tensors(a / f), tensors(b / f)
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), f"{f}: {k} differs"
+    oa = torch.load(a / "checkpoints/last/optimizer.pt", weights_only=True)["optimizer"]["state"]
+    ob = torch.load(b / "checkpoints/last/optimizer.pt", weights_only=True)["optimizer"]["state"]
+    for i in oa:
+        for k in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(oa[i][k], ob[i][k])
+    # logged losses too, except the log window that straddles the first resume (steps 3-4: b logs only step 4)
+    la = [(e["step"], e["loss"]) for e in events(a, "train") if e["step"] != 4]
+    assert la == [(e["step"], e["loss"]) for e in events(b, "train") if e["step"] != 4]
+    assert [e["val/loss"] for e in events(a, "val")] == [e["val/loss"] for e in events(b, "val")]
+
+
+def test_ema_update_rule():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.9)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    for n in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * v for k, v in model.state_dict().items()}
+        ema.update(model)
+    for k, v in ema.model.state_dict().items():
+        assert torch.allclose(v, expected[k], atol=1e-6)
+        assert not torch.allclose(v, model.state_dict()[k])
+
+
+class NaNAfter(torch.utils.data.Dataset):
+    """Wraps a dataset; items after the first ``n`` carry NaN actions."""
+
+    def __init__(self, base, n):
+        self.base, self.n, self.calls = base, n, 0
+        self.stats = base.stats
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        self.calls += 1
+        if self.calls > self.n:
+            item["action"] = torch.full_like(item["action"], float("nan"))
+        return item
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tiny_dataset, tmp_path):
+    from vlaforge.training.trainer import open_datasets
+
+    run = tmp_path / "run"
+    cfg = debug_config(tiny_dataset, run, "ckpt_interval=4")
+    tr, va = open_datasets(cfg, is_main=True)
+    with pytest.raises(NonFiniteLossError) as err:
+        train(cfg, train_data=NaNAfter(tr, 6 * 4), val_data=va)  # steps 1-6 are clean, step 7 is not
+    msg = str(err.value)
+    assert "non-finite loss nan at step 7" in msg and "checkpoints/last (step 4)" in msg and "--resume" in msg
+    state = json.loads((run / "checkpoints/last/state.json").read_text())
+    assert state["step"] == 4
+    weights = tensors(run / "checkpoints/last/policy/model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert not (run / "checkpoint").exists()
+    assert events(run, "nonfinite")[0]["step"] == 6
