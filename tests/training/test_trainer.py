@@ -54,11 +54,14 @@ def test_debug_preset_trains_then_resumes(tiny_dataset, tmp_path):
     assert tensors(run / "checkpoints/best/model.safetensors").keys() == final.keys()
 
 
-def test_interrupted_and_resumed_run_is_bit_exact(tiny_dataset, tmp_path):
-    """Exact on CPU: stop at step 3 (stage 'warm') and at 6 (stage 'all'), resume twice; compare with one run."""
+@pytest.mark.parametrize("augment", [False, True])
+def test_interrupted_and_resumed_run_is_bit_exact(tiny_dataset, tmp_path, augment):
+    """Exact on CPU: stop at step 3 (stage 'warm') and at 6 (stage 'all'), resume twice; compare with one run.
+    With augmentation and paraphrases on too: their random draws are seeded by the stream position."""
     a, b = tmp_path / "a", tmp_path / "b"
-    assert train(debug_config(tiny_dataset, a)).status == "finished"
-    assert train(debug_config(tiny_dataset, b), should_stop=lambda s: s == 3).step == 3
+    extra = (f"augment={str(augment).lower()}", f"paraphrase={str(augment).lower()}")
+    assert train(debug_config(tiny_dataset, a, *extra)).status == "finished"
+    assert train(debug_config(tiny_dataset, b, *extra), should_stop=lambda s: s == 3).step == 3
     assert resume(b, should_stop=lambda s: s == 6).step == 6
     assert resume(b).status == "finished"
     for f in ("checkpoints/last/policy/model.safetensors", "checkpoints/last/ema.safetensors",

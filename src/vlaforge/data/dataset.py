@@ -257,6 +257,13 @@ class ChunkDataset(torch.utils.data.Dataset):
         return self._rng  # type: ignore[return-value]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.get(i)
+
+    def get(self, i: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """Item ``i``; ``rng`` drives augmentation and paraphrase sampling (default: this process's generator).
+
+        The trainer passes a generator seeded by the item's position in the data stream, so a resumed run draws
+        exactly the same shifts and paraphrases as an uninterrupted one."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         g = int(self._frames[i])
@@ -265,7 +272,8 @@ class ChunkDataset(torch.utils.data.Dataset):
         pad = steps >= end
         steps = np.minimum(steps, end - 1)
         item: dict[str, Any] = {}
-        rng = self._generator() if (self.augment or self.paraphrase) else None
+        if rng is None and (self.augment or self.paraphrase):
+            rng = self._generator()
         images = self._maps()
         for key in self.camera_keys:
             img = images[key][g]  # (H, W, 3) uint8

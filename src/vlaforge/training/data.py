@@ -62,6 +62,36 @@ class StreamSampler(torch.utils.data.Sampler[int]):
         return 2**62
 
 
+class _PositionSeeded(torch.utils.data.Dataset):
+    """Gives each item a generator seeded by (seed, its stream position) when the dataset takes one
+    (``dataset.get(i, rng)``, as ``ChunkDataset`` does), so augmentation is part of the reproducible stream."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, int(seed)
+        self.seeded = callable(getattr(dataset, "get", None))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, pos = key
+        if self.seeded:
+            return self.dataset.get(index, np.random.default_rng([self.seed, int(pos), 0xA06]))
+        return self.dataset[index]
+
+
+class _PositionSampler(StreamSampler):
+    """StreamSampler that yields (index, stream position) pairs."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        step = self.start // self.global_batch
+        while True:
+            base = step * self.global_batch + self.rank * self.per_rank
+            for j in range(self.per_rank):
+                yield self._at(base + j), base + j
+            step += 1
+
+
 def train_loader(dataset, collate_fn, global_batch: int, seed: int, rank: int, world: int, start: int,
                  num_workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """An endless loader of per-rank batches, starting at stream position ``start``.
@@ -69,7 +99,8 @@ def train_loader(dataset, collate_fn, global_batch: int, seed: int, rank: int, w
     The loader has its own generator, so building it draws nothing from the global torch RNG (a resumed run and
     an uninterrupted one keep identical global RNG streams), and worker seeds are the same in every run.
     """
-    sampler = StreamSampler(len(dataset), global_batch, seed, rank, world, start)
+    sampler = _PositionSampler(len(dataset), global_batch, seed, rank, world, start)
+    dataset = _PositionSeeded(dataset, seed)
     gen = torch.Generator()
     gen.manual_seed(int(seed) * 7919 + rank)
     return torch.utils.data.DataLoader(
