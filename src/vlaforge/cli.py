@@ -113,6 +113,78 @@ def train_cmd(ctx: typer.Context) -> None:
 # --- end training ---
 
 
+# --- runtime: deploy-sim (logic in vlaforge.runtime.deploy_sim) ------------------------------------------
+@app.command("deploy-sim")
+def deploy_sim_cmd(
+    checkpoint: str = typer.Option(..., help="policy checkpoint directory (Policy.load)"),
+    task: str = typer.Option(..., help="Meta-World task, e.g. drawer-open-v3"),
+    episodes: int = typer.Option(3, min=1),
+    strategy: str = typer.Option("recycle", help="chunk execution: recycle | ensemble | async"),
+    recompute_every: int = typer.Option(0, help="actions played per chunk before predicting again (0: half)"),
+    inject: list[str] = typer.Option([], help="fault(s): nan | force | slow (repeat or comma-separate)"),
+    inject_step: int = typer.Option(20, help="control step of each episode at which the faults fire"),
+    slow_s: float = typer.Option(0.0, help="inference delay of the slow fault (0: 3 x --max-chunk-age)"),
+    max_chunk_age: float = typer.Option(0.5, help="seconds after which a chunk is stale and never executed"),
+    seed: int = typer.Option(1000, help="first episode seed"),
+    max_steps: int = typer.Option(300),
+    max_force: float = typer.Option(50.0, help="force/torque limit of the safety layer"),
+    realtime: bool = typer.Option(False, help="pace the loop at the control period (1/80 s)"),
+    confidence: bool = typer.Option(False, help="gate on the checkpoint's calibrated confidence.json"),
+    corrections: bool = typer.Option(False, help="the scripted expert corrects the policy; adapt online"),
+    correction_threshold: float = typer.Option(0.5, help="L2 gap to the expert that triggers a correction"),
+    adapt_every: int = typer.Option(50, help="corrections between adaptations"),
+    dataset: str = typer.Option("", help="replay data for adaptation (dataset directory)"),
+    threads: int = typer.Option(1, help="torch threads for inference (0: torch's default)"),
+    out: str = typer.Option("deploy-sim", help="output dir: summary.json, monitor_report.json, monitor.png"),
+) -> None:
+    """Run the deployment runtime (safety, chunking, monitor) in Meta-World as on a robot; inject faults."""
+    from vlaforge.runtime.deploy_sim import DeploySimConfig, run_deploy_sim, summary_lines
+
+    kinds = tuple(k.strip() for item in inject for k in item.split(",") if k.strip())
+    try:
+        cfg = DeploySimConfig(checkpoint=checkpoint, task=task, episodes=episodes, strategy=strategy,
+                              recompute_every=recompute_every or None, inject=kinds, inject_step=inject_step,
+                              slow_s=slow_s or None, max_chunk_age_s=max_chunk_age, seed=seed,
+                              max_steps=max_steps, max_force=max_force, realtime=realtime,
+                              confidence=confidence, corrections=corrections,
+                              correction_threshold=correction_threshold, adapt_every=adapt_every,
+                              dataset=dataset or None, threads=threads or None, out=out)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    from vlaforge.data.format import DatasetFormatError
+    from vlaforge.evaluation.rollout import IncompatibleCheckpoint
+    from vlaforge.policy import CheckpointError
+
+    try:
+        result = run_deploy_sim(cfg)
+    except (CheckpointError, IncompatibleCheckpoint, DatasetFormatError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"written: {out}/summary.json, {out}/monitor_report.json, {out}/monitor.png")
+# --- end runtime: deploy-sim ---
+
+
+# --- demo ---------------------------------------------------------------------------------------------------------
+@app.command("demo")
+def demo_cmd(
+    root: str = typer.Option("runs/demo", help="where the dataset, the training run and the evaluation go"),
+    episodes_per_task: int = typer.Option(50, help="scripted demonstrations per task"),
+    eval_episodes: int = typer.Option(20, help="evaluation episodes per task (seeds 1000, 1001, ...)"),
+    workers: int = typer.Option(2, help="processes for collection and evaluation"),
+    preset: str = typer.Option("demo", help="training preset"),
+    override: list[str] = typer.Option([], "--set", help="training overrides, e.g. --set steps=800 (repeatable)"),
+    force_eval: bool = typer.Option(False, help="evaluate again even when a report for this checkpoint exists"),
+) -> None:
+    """The whole loop on three Meta-World tasks: collect demonstrations, train one language-conditioned policy,
+    evaluate it on unseen seeds. Re-running skips finished steps."""
+    from vlaforge.demo import run_demo
+
+    run_demo(root, episodes_per_task, eval_episodes, workers, preset, tuple(override), force_eval)
+
+
 def main() -> None:
     app()
 

@@ -51,3 +51,10 @@ def tiny() -> PolicyConfig:
 def default() -> PolicyConfig:
     """The everyday policy: 96 px corner camera, MiniLM instructions, 16-step chunks."""
     return PolicyConfig()
+
+
+@register("demo")
+def demo() -> PolicyConfig:
+    """The demo / benchmark policy: 96 px corner camera, MiniLM instructions, a narrower fusion transformer over
+    4x4 image tokens: trains about twice as fast as ``default`` on CPU."""
+    return PolicyConfig(head="regression", d_model=192, depth=4, heads=4, vision_max_grid=4, head_width=192)

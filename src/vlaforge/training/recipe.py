@@ -6,6 +6,7 @@ Presets (``get_preset(name)``, a typo gets a did-you-mean):
 - ``finetune``: adapting a trained checkpoint (``--init``) to new data, in three stages:
   ``align`` (vision, language and state encoders frozen; fusion, projections, tokens and heads at 1e-3),
   ``cofinetune`` (everything at 2e-5), ``specialize`` (heads only at 1e-5).
+- ``demo``: what ``make demo`` trains, sized for about 10 minutes on a 2-core CPU.
 - ``debug``: the ``tiny`` policy, a few steps in two stages, checkpoints and validation every few steps.
 
 Fresh parameters. With ``--init``, tensors are loaded by name and shape; what the checkpoint cannot provide (a
@@ -85,6 +86,16 @@ def finetune() -> TrainConfig:
             StageConfig(name="specialize", train=("heads",), lr=1e-5, weight=0.25, train_fresh=False),
         ),
     )
+
+
+@register("demo")
+def demo() -> TrainConfig:
+    """What ``make demo`` trains: the ``demo`` policy from scratch on a few tasks, sized for about 10 minutes on a
+    2-core CPU (one stage, high learning rate, short warm-up, fast EMA)."""
+    return TrainConfig(policy=policy_presets.get("demo"), steps=1500, batch_size=64, lr=1e-3, warmup=0.03,
+                       min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
+                       ckpt_interval=500, log_interval=50, num_workers=0, threads=2,
+                       stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
 
 
 @register("debug")

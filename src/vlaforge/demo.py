@@ -1,0 +1,111 @@
+"""``make demo`` / ``vlaforge demo``: the whole loop on three Meta-World tasks, end to end.
+
+1. collect 50 scripted demonstrations each of drawer-open, drawer-close and button-press-topdown (96 px corner camera);
+2. train one language-conditioned policy (the ``demo`` training preset);
+3. evaluate it on 20 unseen seeds per task (1000-1019) and print the table and the report's path.
+
+Re-running skips finished steps: a complete dataset is reused (an interrupted one is resumed), a finished training run
+is reused (an interrupted one is resumed exactly), and an evaluation of the same checkpoint is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEMO_TASKS = ("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3")
+
+
+@dataclass
+class DemoResult:
+    root: Path
+    minutes: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    results: dict | None = None
+
+
+def _dataset_complete(root: Path, tasks, episodes: int) -> bool:
+    from vlaforge.data.reader import DatasetReader
+
+    if not (root / "meta" / "info.json").is_file():
+        return False
+    try:
+        reader = DatasetReader(root)
+    except Exception:  # noqa: BLE001 - an unreadable dataset is simply not complete; collect --resume repairs it
+        return False
+    counts: dict[str, int] = {}
+    for ep in reader.episodes:
+        counts[ep.task_name] = counts.get(ep.task_name, 0) + 1
+    return all(counts.get(t, 0) >= episodes for t in tasks)
+
+
+def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_episodes: int = 20,
+             workers: int = 2, train_preset: str = "demo", overrides: tuple[str, ...] = (),
+             force_eval: bool = False) -> DemoResult:
+    from vlaforge.data.collect import CollectConfig, collect
+    from vlaforge.evaluation.report import format_table
+    from vlaforge.evaluation.rollout import EvalConfig, evaluate
+    from vlaforge.training import build_config
+    from vlaforge.training.trainer import CONFIG_FILE, FINAL, resume, train
+
+    root = Path(root)
+    data, run, out = root / "data", root / "train", root / "eval"
+    res = DemoResult(root)
+    t_all = time.perf_counter()
+
+    # 1. demonstrations
+    t0 = time.perf_counter()
+    if _dataset_complete(data, DEMO_TASKS, episodes_per_task):
+        res.skipped.append("collect")
+        print(f"[1/3] dataset {data}: complete, reusing it")
+    else:
+        print(f"[1/3] collecting {episodes_per_task} scripted demonstrations per task into {data}")
+        summary = collect(CollectConfig(out=data, tasks=list(DEMO_TASKS), episodes_per_task=episodes_per_task,
+                                        image_size=96, workers=workers, resume=data.exists()))
+        print("\n".join(summary.lines()))
+    res.minutes["collect"] = (time.perf_counter() - t0) / 60
+
+    # 2. training
+    t0 = time.perf_counter()
+    ckpt = run / FINAL
+    if (ckpt / "config.json").is_file():
+        res.skipped.append("train")
+        print(f"[2/3] training run {run}: finished, reusing {ckpt}")
+    elif (run / CONFIG_FILE).is_file():
+        print(f"[2/3] resuming the interrupted training run {run}")
+        result = resume(run)
+        ckpt = result.checkpoint
+    else:
+        config = build_config(train_preset, [f"dataset={data}", f"out={run}", *overrides])
+        print(f"[2/3] training the {train_preset!r} preset ({config.steps} steps, head {config.policy.head}) in {run}")
+        result = train(config)
+        if result.status != "finished":
+            raise SystemExit(f"training stopped ({result.status}); run `make demo` again to resume it")
+        ckpt = result.checkpoint
+    res.minutes["train"] = (time.perf_counter() - t0) / 60
+
+    # 3. evaluation
+    t0 = time.perf_counter()
+    results_file = out / "results.json"
+    cached = json.loads(results_file.read_text()) if results_file.is_file() else None
+    fresh = cached is not None and cached.get("checkpoint") == str(ckpt) and \
+        results_file.stat().st_mtime > (ckpt / "model.safetensors").stat().st_mtime and \
+        cached.get("episodes_per_task") == eval_episodes
+    if fresh and not force_eval:
+        res.skipped.append("eval")
+        print(f"[3/3] evaluation of {ckpt}: done before, reusing {results_file}")
+        res.results = cached
+        print(format_table(cached))
+    else:
+        print(f"[3/3] evaluating {ckpt}: {eval_episodes} episodes per task, seeds 1000-{999 + eval_episodes}")
+        res.results = evaluate(EvalConfig(checkpoint=str(ckpt), tasks=DEMO_TASKS, episodes=eval_episodes, seed=1000,
+                                          workers=workers, out=str(out)), print_table=True)
+    res.minutes["eval"] = (time.perf_counter() - t0) / 60
+    res.minutes["total"] = (time.perf_counter() - t_all) / 60
+    mean = res.results["overall"]["success_rate"] * 100
+    print(f"\nmean success {mean:.1f}% over {len(DEMO_TASKS)} tasks; minutes: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in res.minutes.items()))
+    print(f"report: {out / 'report.html'}")
+    return res
