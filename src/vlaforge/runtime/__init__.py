@@ -14,6 +14,10 @@ _EXPORTS = {
     "ChunkExecutor": "chunking", "StaleChunkError": "chunking", "ExecInfo": "chunking",
     "Monitor": "monitor",
     "Controller": "controller", "StepResult": "controller", "Status": "controller",
+    # confidence, online adaptation, deploy-sim
+    "ConfidenceEstimator": "confidence", "Confidence": "confidence", "ConfidenceNotSupported": "confidence",
+    "OnlineAdapter": "adaptation", "AdaptResult": "adaptation",
+    "DeploySimConfig": "deploy_sim", "run_deploy_sim": "deploy_sim",
 }
 
 __all__ = sorted(_EXPORTS)
