@@ -50,6 +50,7 @@ class PolicyConfig:
     # vision: channels of the ResNet stages; the image is downsampled 2x by the stem and by each stage
     vision_channels: tuple[int, ...] = (32, 64, 128, 256)
     vision_max_grid: int = 6  # image tokens per camera: at most vision_max_grid**2 (adaptive pooling)
+    vision_keypoints: int = 32  # spatial-softmax keypoints per camera, given to fusion as one more token; 0: none
     # language
     language_tokens: int = 2  # the sentence embedding is projected to this many tokens
     hash_buckets: int = 4096
@@ -103,6 +104,8 @@ class PolicyConfig:
             raise bad("d_model", f"a multiple of heads={self.heads}")
         if self.diffusion_sample_steps > self.diffusion_train_steps:
             raise bad("diffusion_sample_steps", f"at most diffusion_train_steps={self.diffusion_train_steps}")
+        if self.vision_keypoints < 0:
+            raise bad("vision_keypoints", "an int >= 0")
         if self.min_spread < 0:
             raise bad("min_spread", "a non-negative float")
         if not self.vision_channels:

@@ -61,14 +61,35 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1)
 
 
+class SpatialSoftmax(nn.Module):
+    """Keypoints: (B, C, h, w) features -> (B, 2K) expected (x, y) in [-1, 1] of K learned attention maps.
+
+    Sub-cell precise positions from a coarse feature map (as in Levine et al. 2016 and Diffusion Policy's
+    vision encoder): the tokens say *what* is where on a coarse grid, the keypoints say *where* precisely."""
+
+    def __init__(self, channels: int, keypoints: int):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, keypoints, 1)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        logits = self.proj(feat)  # (B, K, h, w)
+        b, k, h, w = logits.shape
+        attn = torch.softmax(logits.flatten(2).float(), dim=-1)  # (B, K, h*w)
+        ys = torch.linspace(-1.0, 1.0, h, device=feat.device)
+        xs = torch.linspace(-1.0, 1.0, w, device=feat.device)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(h * w, 2)  # (h*w, 2) as (y, x)
+        return (attn @ grid).reshape(b, 2 * k)
+
+
 class VisionEncoder(nn.Module):
-    """(B, 3, S, S) in [0, 1] -> (B, N, C) spatial feature tokens, N = min(S/2^k, max_grid)^2.
+    """(B, 3, S, S) in [0, 1] -> (B, N, C) spatial feature tokens, N = min(S/2^k, max_grid)^2, and, with
+    ``keypoints`` > 0, (B, 2K) spatial-softmax keypoints of the last feature map (before pooling).
 
     The stem halves the resolution and every stage halves it again; adaptive pooling caps the token count so
     any image size from 64 to 224 works with the same weights.
     """
 
-    def __init__(self, channels: Sequence[int], max_grid: int):
+    def __init__(self, channels: Sequence[int], max_grid: int, keypoints: int = 0):
         super().__init__()
         c0 = channels[0]
         self.stem = nn.Sequential(nn.Conv2d(3, c0, 5, 2, 2, bias=False), nn.GroupNorm(_groups(c0), c0), nn.ReLU())
@@ -79,12 +100,14 @@ class VisionEncoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.out_channels = prev
         self.max_grid = max_grid
+        self.keypoints = SpatialSoftmax(prev, keypoints) if keypoints > 0 else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.blocks(self.stem(images * 2.0 - 1.0))  # (B, C, s, s)
+        kp = self.keypoints(h) if self.keypoints is not None else None  # (B, 2K)
         if h.shape[-1] > self.max_grid or h.shape[-2] > self.max_grid:
             h = nn.functional.adaptive_avg_pool2d(h, (min(h.shape[-2], self.max_grid), min(h.shape[-1], self.max_grid)))
-        return h.flatten(2).transpose(1, 2)  # (B, N, C)
+        return h.flatten(2).transpose(1, 2), kp  # (B, N, C), (B, 2K) or None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Presets (``get_preset(name)``, a typo gets a did-you-mean):
   ``align`` (vision, language and state encoders frozen; fusion, projections, tokens and heads at 1e-3),
   ``cofinetune`` (everything at 2e-5), ``specialize`` (heads only at 1e-5).
 - ``demo``: what ``make demo`` trains, sized for about 10 minutes on a 2-core CPU.
+- ``mt10``: the MT10 benchmark, sized for about 90 minutes on a 2-core CPU.
 - ``debug``: the ``tiny`` policy, a few steps in two stages, checkpoints and validation every few steps.
 
 Fresh parameters. With ``--init``, tensors are loaded by name and shape; what the checkpoint cannot provide (a
@@ -95,6 +96,16 @@ def demo() -> TrainConfig:
     return TrainConfig(policy=policy_presets.get("demo"), steps=1500, batch_size=64, lr=1e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
                        ckpt_interval=500, log_interval=50, num_workers=0, threads=2,
+                       stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
+
+
+@register("mt10")
+def mt10() -> TrainConfig:
+    """The MT10 benchmark: the ``demo`` policy on ten tasks (500 demonstrations), sized for about 90 minutes on a
+    2-core CPU."""
+    return TrainConfig(policy=policy_presets.get("demo"), steps=12_000, batch_size=64, lr=1e-3, warmup=0.02,
+                       min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.999, val_interval=1000, val_batches=8,
+                       ckpt_interval=1000, log_interval=100, num_workers=0, threads=2,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
 
 
