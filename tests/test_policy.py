@@ -210,3 +210,38 @@ def test_minilm_language_encoder_is_frozen_cached_and_not_saved(tmp_path):
     policy.save(tmp_path / "c")
     assert not any("bert" in k or k.startswith("language.") for k in load_file(str(tmp_path / "c/model.safetensors")))
     assert Policy.load(tmp_path / "c").predict_chunk(frame(policy)).shape == (8, 4)
+
+
+@pytest.mark.parametrize("opts", [dict(vision_keypoints=8), dict(vision_flat_token=True), dict(vision_coords=True),
+                                  dict(vision_keypoints=4, vision_flat_token=True, vision_coords=True)])
+def test_vision_options_change_the_token_set_and_still_round_trip(tmp_path, opts):
+    torch.manual_seed(0)
+    cfg = presets.get("tiny").replace(head="regression", **opts)
+    policy = Policy(cfg, {"sawyer": uniform_stats(4, 4)})
+    batch = {"observation.images.corner": torch.rand(2, 3, 64, 64), "observation.state": torch.zeros(2, 4),
+             "task": ["a", "b"]}
+    plain = Policy(presets.get("tiny").replace(head="regression"), {"sawyer": uniform_stats(4, 4)})
+    extra = int(bool(cfg.vision_keypoints)) + int(cfg.vision_flat_token)
+    assert policy._images(batch, 2).shape[1] == plain._images(batch, 2).shape[1] + extra
+    loss, _ = policy.compute_loss({**batch, "action": torch.randn(2, 8, 4)})
+    loss.backward()
+    assert all(p.grad is not None for p in policy.parameters())
+    policy.save(tmp_path / "c")
+    obs = {"observation.images.corner": np.full((64, 64, 3), 7, np.uint8), "observation.state": np.zeros(4, np.float32),
+           "task": "x"}
+    assert np.array_equal(Policy.load(tmp_path / "c").predict_chunk(obs), policy.predict_chunk(obs))
+
+
+def test_keypoints_follow_a_moving_blob():
+    from vlaforge.models.encoders import SpatialSoftmax
+
+    ss = SpatialSoftmax(1, 1)
+    with torch.no_grad():
+        ss.proj.weight.fill_(20.0)
+        ss.proj.bias.zero_()
+    feat = torch.zeros(2, 1, 6, 6)
+    feat[0, 0, 1, 4] = 1.0  # row 1, column 4
+    feat[1, 0, 4, 1] = 1.0
+    kp = ss(feat)  # (y, x) in [-1, 1]
+    assert kp[0, 1] > 0.3 and kp[0, 0] < -0.3  # right and up
+    assert kp[1, 1] < -0.3 and kp[1, 0] > 0.3  # left and down

@@ -50,7 +50,9 @@ class PolicyConfig:
     # vision: channels of the ResNet stages; the image is downsampled 2x by the stem and by each stage
     vision_channels: tuple[int, ...] = (32, 64, 128, 256)
     vision_max_grid: int = 6  # image tokens per camera: at most vision_max_grid**2 (adaptive pooling)
-    vision_keypoints: int = 32  # spatial-softmax keypoints per camera, given to fusion as one more token; 0: none
+    vision_keypoints: int = 0  # spatial-softmax keypoints per camera, given to fusion as one more token; 0: none
+    vision_coords: bool = False  # CoordConv: pixel coordinates as two extra input channels (absolute position)
+    vision_flat_token: bool = False  # one more token per camera: the pooled feature grid flattened (position-aware)
     # language
     language_tokens: int = 2  # the sentence embedding is projected to this many tokens
     hash_buckets: int = 4096

@@ -63,12 +63,19 @@ class Policy(nn.Module):
         d = config.d_model
 
         # encoders (parameter groups: vision, language, state)
-        self.vision = VisionEncoder(config.vision_channels, config.vision_max_grid, config.vision_keypoints)
+        self.vision = VisionEncoder(config.vision_channels, config.vision_max_grid, config.vision_keypoints,
+                                    config.vision_coords)
         self.language = make_language_encoder(config.language_encoder, config.hash_buckets)
         self.state_encoders = nn.ModuleDict({e: StateEncoder(s.state_dim, d) for e, s in config.embodiments.items()})
         # projections and tokens into the fusion width (parameter group: fusion)
         self.vision_proj = nn.Linear(self.vision.out_channels, d)
         self.keypoint_proj = nn.Linear(2 * config.vision_keypoints, d) if config.vision_keypoints else None
+        # a token that knows where things are without attention having to learn it: the pooled grid, flattened
+        grid = config.image_size
+        for _ in config.vision_channels:  # the stem and every stage halve the size (rounding up)
+            grid = (grid + 1) // 2
+        grid = min(grid, config.vision_max_grid)
+        self.flat_proj = (nn.Linear(self.vision.out_channels * grid * grid, d) if config.vision_flat_token else None)
         self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), d) * 0.02)
         self.language_proj = nn.Sequential(nn.Linear(LANGUAGE_DIM, d), nn.GELU(),
                                            nn.Linear(d, d * config.language_tokens))
@@ -114,7 +121,7 @@ class Policy(nn.Module):
         return self._pos_cache[key]
 
     def _images(self, batch: Mapping[str, Any], b: int) -> torch.Tensor:
-        """All cameras -> (B, cameras * (N + 1 keypoint token), d) tokens."""
+        """All cameras -> (B, cameras * (N grid tokens + flat token + keypoint token), d) tokens."""
         size = self.config.image_size
         ims = []
         for cam in self.config.cameras:
@@ -132,9 +139,14 @@ class Policy(nn.Module):
         feats, kp = self.vision(torch.cat(ims, 0))  # (cams*B, N, C), (cams*B, 2K)
         n = feats.shape[1]
         tok = self.vision_proj(feats) + self._image_pos(n, feats.device)
-        if kp is not None:  # one more token per camera: where the keypoints are
-            tok = torch.cat([tok, self.keypoint_proj(kp.to(tok.dtype)).unsqueeze(1)], dim=1)
-            n += 1
+        extra = []
+        if self.flat_proj is not None:
+            extra.append(self.flat_proj(feats.flatten(1)))
+        if kp is not None:  # where the keypoints are
+            extra.append(self.keypoint_proj(kp.to(tok.dtype)))
+        if extra:
+            tok = torch.cat([tok, torch.stack(extra, dim=1).to(tok.dtype)], dim=1)
+            n += len(extra)
         tok = tok.view(len(ims), b, n, -1) + self.camera_embed[:, None, None, :]  # (cams, B, N, d)
         return tok.permute(1, 0, 2, 3).reshape(b, len(ims) * n, -1)
 

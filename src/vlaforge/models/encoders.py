@@ -89,10 +89,12 @@ class VisionEncoder(nn.Module):
     any image size from 64 to 224 works with the same weights.
     """
 
-    def __init__(self, channels: Sequence[int], max_grid: int, keypoints: int = 0):
+    def __init__(self, channels: Sequence[int], max_grid: int, keypoints: int = 0, coords: bool = False):
         super().__init__()
         c0 = channels[0]
-        self.stem = nn.Sequential(nn.Conv2d(3, c0, 5, 2, 2, bias=False), nn.GroupNorm(_groups(c0), c0), nn.ReLU())
+        self.coords = coords  # CoordConv: two input channels holding each pixel's (y, x) in [-1, 1]
+        self.stem = nn.Sequential(nn.Conv2d(5 if coords else 3, c0, 5, 2, 2, bias=False), nn.GroupNorm(_groups(c0), c0),
+                                  nn.ReLU())
         blocks, prev = [], c0
         for c in channels[1:]:
             blocks.append(ResBlock(prev, c, stride=2))
@@ -103,7 +105,13 @@ class VisionEncoder(nn.Module):
         self.keypoints = SpatialSoftmax(prev, keypoints) if keypoints > 0 else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.blocks(self.stem(images * 2.0 - 1.0))  # (B, C, s, s)
+        x = images * 2.0 - 1.0
+        if self.coords:
+            b, _, hh, ww = x.shape
+            ys = torch.linspace(-1.0, 1.0, hh, device=x.device, dtype=x.dtype).view(1, 1, hh, 1).expand(b, 1, hh, ww)
+            xs = torch.linspace(-1.0, 1.0, ww, device=x.device, dtype=x.dtype).view(1, 1, 1, ww).expand(b, 1, hh, ww)
+            x = torch.cat([x, ys, xs], dim=1)
+        h = self.blocks(self.stem(x))  # (B, C, s, s)
         kp = self.keypoints(h) if self.keypoints is not None else None  # (B, 2K)
         if h.shape[-1] > self.max_grid or h.shape[-2] > self.max_grid:
             h = nn.functional.adaptive_avg_pool2d(h, (min(h.shape[-2], self.max_grid), min(h.shape[-1], self.max_grid)))

