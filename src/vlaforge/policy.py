@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +25,7 @@ from torch import nn
 
 from vlaforge import __version__
 from vlaforge.config import PolicyConfig
+from vlaforge.fsutil import replace_dir, temp_dir_beside
 from vlaforge.models.encoders import LANGUAGE_DIM, StateEncoder, VisionEncoder, make_language_encoder, sincos_2d
 from vlaforge.models.fusion import Fusion
 from vlaforge.models.heads import make_head
@@ -294,15 +294,14 @@ class Policy(nn.Module):
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        tmp = temp_dir_beside(directory)
         try:
             meta = {"format_version": FORMAT_VERSION, "vlaforge_version": __version__, "policy": self.config.to_dict()}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
             (tmp / STATS_FILE).write_text(json.dumps(stats_to_json(self._stats), indent=2))
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
-            _replace_dir(tmp, directory)
+            replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -358,14 +357,3 @@ class Policy(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing one is swapped out, never half-overwritten."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

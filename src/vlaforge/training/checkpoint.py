@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlaforge.fsutil import replace_dir, temp_dir_beside  # noqa: F401  (re-exported)
+
 STATE_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE, POLICY_DIR = "state.json", "ema.safetensors", "optimizer.pt", "rng.pt", "policy"
 FORMAT_VERSION = 1
 
@@ -66,22 +68,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------- atomic dirs
 
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing one is swapped out, never half-overwritten."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
-def temp_dir_beside(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
