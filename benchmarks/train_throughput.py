@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         for head in tqdm(heads, desc="heads", unit="head", file=sys.stderr):
             results.append(run_head(head, args.preset, data, Path(tmp) / f"run-{head}", args))
     res = {
-        "args": vars(args), "heads": results,
+        "args": {k: v for k, v in vars(args).items() if k != "out"}, "heads": results,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0]},
     }
