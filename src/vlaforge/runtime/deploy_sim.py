@@ -324,6 +324,8 @@ class SimDeployment:
     def run_episode(self, seed: int, bar: Any = None) -> dict[str, Any]:
         cfg, env, ctl = self.cfg, self.env, self.controller
         obs, _ = env.reset(seed=seed)
+        if not self.episodes:  # as on a robot: warm the policy (language encoder, kernels) before the loop runs
+            self.policy.predict_chunk(obs)
         self.faults.new_episode()
         fired_before = len(self.faults.fired)
         sup = self.supervisor
