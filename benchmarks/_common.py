@@ -27,10 +27,9 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def write(name: str, payload: dict, table: str, command: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, RESULTS / f"{name}.json")
+    from vlaforge.fsutil import write_atomic
+
+    write_atomic(RESULTS / f"{name}.json", json.dumps(payload, indent=2))
     md = f"# {name}\n\nCommand: `{command}`\n\n{table}\nMachine: {json.dumps(payload.get('machine', {}))}\n"
-    (RESULTS / f"{name}.md").write_text(md)
+    write_atomic(RESULTS / f"{name}.md", md)
     print(table)

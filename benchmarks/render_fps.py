@@ -16,9 +16,10 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
+
+from vlaforge.fsutil import write_atomic
 
 from tqdm import tqdm
 
@@ -26,14 +27,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_FPS_96 = 50.0
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def measure(task: str, camera: str | None, size: int, steps: int, repeats: int, bar) -> list[float]:
@@ -95,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         "results": rows,
     }
     out = args.out
-    _write_atomic(out / "render_fps.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out / "render_fps.json", json.dumps(result, indent=2) + "\n")
     lines = [
         "# render_fps",
         "",
@@ -112,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"| {r['camera']} | {size} | {r['fps_median']} | {r['fps_min']} | {r['fps_max']} |")
     met = "met" if result["target"]["met"] else "NOT met"
     lines += ["", f"Target >= {TARGET_FPS_96:g} fps at 96 px: {met} ({fps96} fps).", ""]
-    _write_atomic(out / "render_fps.md", "\n".join(lines))
+    write_atomic(out / "render_fps.md", "\n".join(lines))
     print("\n".join(lines))
     return result
 

@@ -25,18 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from vlaforge.fsutil import write_atomic
+
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HEADS = ("regression", "tokens", "flow", "diffusion")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def make_dataset(root: Path, image_size: int, episodes: int = 8, length: int = 40) -> Path:
@@ -141,8 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0]},
     }
     out = Path(args.out)
-    _write_atomic(out / "train_throughput.json", json.dumps(res, indent=2))
-    _write_atomic(out / "train_throughput.md", to_markdown(res))
+    write_atomic(out / "train_throughput.json", json.dumps(res, indent=2))
+    write_atomic(out / "train_throughput.md", to_markdown(res))
     print(to_markdown(res))
     return res
 

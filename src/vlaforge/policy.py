@@ -120,16 +120,21 @@ class Policy(nn.Module):
             self._pos_cache[key] = sincos_2d(grid, self.config.d_model).to(device)
         return self._pos_cache[key]
 
+    def _camera_key(self, cam: str, data: Mapping[str, Any], what: str) -> str:
+        """``observation.images.<cam>``, or a clear error naming the cameras expected and present."""
+        key = image_key(cam)
+        if key not in data:
+            present = sorted(k for k in data if k.startswith("observation.images."))
+            raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras {list(self.config.cameras)},"
+                           f" the {what} has {present}")
+        return key
+
     def _images(self, batch: Mapping[str, Any], b: int) -> torch.Tensor:
         """All cameras -> (B, cameras * (N grid tokens + flat token + keypoint token), d) tokens."""
         size = self.config.image_size
         ims = []
         for cam in self.config.cameras:
-            key = image_key(cam)
-            if key not in batch:
-                present = sorted(k for k in batch if k.startswith("observation.images."))
-                raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras {list(self.config.cameras)},"
-                               f" the batch has {present}")
+            key = self._camera_key(cam, batch, "batch")
             x = torch.as_tensor(batch[key])
             if x.shape != (b, 3, size, size):
                 raise ValueError(f"{key}: expected shape ({b}, 3, {size}, {size}), got {tuple(x.shape)}")
@@ -248,11 +253,7 @@ class Policy(nn.Module):
         batch: dict[str, Any] = {OBS_STATE: torch.from_numpy(state)[None], TASK: [task], EMBODIMENT: [emb]}
         s = self.config.image_size
         for cam in self.config.cameras:
-            key = image_key(cam)
-            if key not in obs:
-                present = sorted(k for k in obs if k.startswith("observation.images."))
-                raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras {list(self.config.cameras)},"
-                               f" the observation has {present}")
+            key = self._camera_key(cam, obs, "observation")
             im = np.asarray(obs[key])
             if im.shape != (s, s, 3) or im.dtype != np.uint8:
                 raise ValueError(f"{key}: expected uint8 ({s}, {s}, 3), got {im.dtype} {im.shape}")

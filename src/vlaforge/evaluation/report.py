@@ -11,11 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+from vlaforge.fsutil import write_atomic
 
 
 def write_episode_video(path: Path, frames: Sequence[np.ndarray], success: bool, label: str = "",
@@ -117,7 +113,7 @@ def markdown_table(results: dict) -> str:
 
 def write_report(out: Path, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "results.json", json.dumps(results, indent=2))
     png = plot_success(results, out / "success.png")
     videos = [(e["task"], e["seed"], e["success"], e["video"]) for e in results["episodes"] if e.get("video")]
     head = (f"# Evaluation of `{results['checkpoint']}`\n\nTasks: {', '.join(results['tasks'])}; "
@@ -128,7 +124,7 @@ def write_report(out: Path, results: dict) -> None:
             "executed actions (per control step). Latency: one policy call (a whole chunk).\n\n")
     md = head + markdown_table(results) + "\n![success](success.png)\n\n## Videos\n\n"
     md += "".join(f"- [{t} seed {s} ({'success' if ok else 'failure'})]({v})\n" for t, s, ok, v in videos)
-    _atomic_write(out / "report.md", md)
+    write_atomic(out / "report.md", md)
     img = base64.b64encode(png.read_bytes()).decode()
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table_rows(results))
     vids = "".join(f"<figure><video src='{html.escape(v)}' controls width='300'></video><figcaption>"
@@ -141,4 +137,4 @@ def write_report(out: Path, results: dict) -> None:
             "<table><tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + f"</tr>{rows}</table>"
             f"<p><img src='data:image/png;base64,{img}' alt='success per task'></p><h2>Videos</h2>{vids}"
             "</body></html>")
-    _atomic_write(out / "report.html", page)
+    write_atomic(out / "report.html", page)

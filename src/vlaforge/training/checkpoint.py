@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.fsutil import replace_dir, temp_dir_beside  # noqa: F401  (re-exported)
+from vlaforge.fsutil import replace_dir, temp_dir_beside, write_atomic  # noqa: F401  (re-exported)
 
 STATE_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE, POLICY_DIR = "state.json", "ema.safetensors", "optimizer.pt", "rng.pt", "policy"
 FORMAT_VERSION = 1
@@ -71,17 +70,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 # ------------------------------------------------------------------------------------------------- save / load
