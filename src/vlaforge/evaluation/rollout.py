@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from vlaforge.evaluation.metrics import EpisodeResult, episode_from_trace
 
 SIM_EMBODIMENT = "sawyer"
