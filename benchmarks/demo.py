@@ -36,13 +36,14 @@ def main() -> None:
     rows.append({"task": "mean", "success": f"{r['overall']['success_rate'] * 100:.1f}%", "ci95": "",
                  "ACT (LeRobot 0.4.4, 30 min)": "90%"})
     table = markdown_table(rows, ["task", "success", "ci95", "ACT (LeRobot 0.4.4, 30 min)"])
-    table += "\nMinutes: " + ", ".join(f"{k} {v:.1f}" for k, v in res.minutes.items())
+    table += f"\nChunk execution in evaluation: {r.get('strategy')}. Minutes: " + ", ".join(f"{k} {v:.1f}" for k, v in res.minutes.items())
     table += (f" (skipped, reused from an earlier run: {', '.join(res.skipped)})\n" if res.skipped else "\n")
     import json
 
     run_cfg = json.loads((Path(args.root) / "train" / "config.json").read_text())
     payload = {"tasks": {t: r["tasks"][t] for t in DEMO_TASKS}, "mean_success": r["overall"]["success_rate"],
                "minutes": {k: round(v, 2) for k, v in res.minutes.items()}, "skipped": res.skipped,
+               "strategy": r.get("strategy"), "execute_steps": r.get("execute_steps"),
                "train_config": {k: run_cfg[k] for k in ("steps", "batch_size", "lr") if k in run_cfg},
                "policy": run_cfg.get("policy"), "machine": machine(),
                "targets": {"mean_success_min": 0.95, "train_minutes_max": 10, "total_minutes_max": 20}}

@@ -77,7 +77,9 @@ def main() -> None:
     table = markdown_table(shown, list(shown[0]))
     table += "\nGoals: >= 90% with the right instruction; <= 10% for the intended task with a swapped instruction.\n"
     write("grounding", {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
-                        "machine": machine()}, table, "python benchmarks/grounding.py")
+                        "machine": machine()}, table,
+          "python benchmarks/grounding.py" + (f" --mt10-checkpoint {args.mt10_checkpoint}" if args.mt10_checkpoint else "")
+          + "".join(f" --set {s}" for s in args.set))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--preset", default="mt10")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--strategy", default="recycle", choices=["recycle", "ensemble", "async"],
+                    help="chunk execution in evaluation (recycle: open loop over half the chunk)")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
     args = ap.parse_args()
 
@@ -59,7 +61,7 @@ def main() -> None:
     ckpt = run / "checkpoint"
     t0 = time.perf_counter()
     res = evaluate(EvalConfig(checkpoint=str(ckpt), tasks=tuple(tasks), episodes=args.episodes, seed=1000,
-                              workers=args.workers, out=str(out)))
+                              workers=args.workers, out=str(out), strategy=args.strategy))
     t_eval = time.perf_counter() - t0
     policy = Policy.load(ckpt)
     rows = [{"task": t, "success": f"{v['success_rate'] * 100:.0f}%",
@@ -74,9 +76,10 @@ def main() -> None:
         "head": args.head, "tasks": res["tasks"], "mean_success": res["overall"]["success_rate"],
         "params": policy.num_parameters(), "train_minutes": round(train_minutes, 1),
         "collect_minutes": round(t_collect / 60, 1), "eval_minutes": round(t_eval / 60, 1),
-        "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"], "train_config": cfg,
+        "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"], "strategy": args.strategy, "train_config": cfg,
         "reference": REFERENCE, "machine": machine()}, table,
-        f"python benchmarks/mt10.py --head {args.head}" + "".join(f" --set {s}" for s in args.set))
+        f"python benchmarks/mt10.py --head {args.head}"
+        + (f" --strategy {args.strategy}" if args.strategy != "recycle" else "") + "".join(f" --set {s}" for s in args.set))
 
 
 def _train_minutes(run: Path) -> float | None:
