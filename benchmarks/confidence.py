@@ -9,9 +9,14 @@ calibrate the threshold (``--percentile``), the other half are scored. Shifted v
 - ``occlusion``: a grey square over ``--occlusion`` of the image side at a random place;
 - ``state_out_of_range``: every state dimension 3 training ranges (q01..q99) beyond q01 or q99.
 
-Per shift: AUROC (the probability that an in-distribution frame scores higher than a shifted one; 0.5 =
-chance), the mean scores, and the share of frames stopped at the calibrated threshold. Latency: median and
-p90 of ``estimate(obs)`` per ``n_samples`` (after warm-up), beside ``predict_chunk``.
+Per shift, from one scoring pass of one estimator (``ConfidenceEstimator(density=True)``): AUROC (the
+probability that an in-distribution frame scores higher than a shifted one; 0.5 = chance) of the head's own
+method alone (``head``: samples / entropy / tta), of the feature density alone (``density``: the largest
+normalized Mahalanobis distance over language, image and state features) and of the combined score the
+estimator uses (``combined``), plus per-modality AUROCs of the density parts; the mean combined score and the
+share of frames stopped at the calibrated thresholds (combined and head alone). Latency: median and p90 of
+``estimate(obs)`` per ``n_samples`` (after warm-up), with and without the density part, beside
+``predict_chunk``.
 
     .venv/bin/python benchmarks/confidence.py --checkpoint CKPT --dataset DATA [--frames 200] [--n-samples 5]
 """
@@ -99,6 +104,27 @@ def shifted(frames: list[dict], kind: str, policy, args, rng: np.random.Generato
 
 
 SHIFTS = ("unseen_instruction", "image_noise", "occlusion", "state_out_of_range")
+# (name, score_table key): the head's method alone, the density alone, the combined score
+VARIANTS = (("head", "head_score"), ("density", "density_score"), ("combined", "score"))
+PARTS = ("head", "language", "image", "state")
+
+
+def _known(x: np.ndarray) -> np.ndarray:
+    """Without NaN (frames of an embodiment that had too few calibration frames for density statistics)."""
+    return x[~np.isnan(x)]
+
+
+def _means(t: dict, thresholds: dict, digits: int | None = None) -> dict:
+    """Mean scores and the shares stopped at the calibrated thresholds, for one score table."""
+    stopped_head = float((t["head_score"] < thresholds["head"]).mean())
+    out = {"mean_score": float(t["score"].mean()), "mean_head_score": float(t["head_score"].mean()),
+           # without density statistics the estimator's score is the head's own
+           "stopped": float((t["score"] < thresholds["combined"]).mean()) if "combined" in thresholds
+           else stopped_head,
+           "stopped_head": stopped_head}
+    if "density_score" in t:
+        out["mean_density_score"] = float(np.nanmean(t["density_score"]))
+    return out if digits is None else {k: round(v, digits) for k, v in out.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -146,18 +172,21 @@ def main(argv: list[str] | None = None) -> dict:
     if args.save_calibration:
         est.save(args.checkpoint)
     rng = np.random.default_rng(args.seed)
-    s_in = est.scores(test)
-    rows = [{"set": "in_distribution", "frames": len(test), "auroc": "",
-             "mean_score": round(float(s_in.mean()), 4),
-             "stopped": round(float((s_in < threshold).mean()), 3)}]
+    thresholds = (est.calibration or {}).get("thresholds", {})
+    t_in = est.score_table(test)
+    rows = [{"set": "in_distribution", "frames": len(test), **_means(t_in, thresholds, 4)}]
+    part_rows = []
     per_shift = {}
     for kind in SHIFTS:
-        s = est.scores(shifted(test, kind, policy, args, rng))
-        per_shift[kind] = {"auroc": auroc(s_in, s), "mean_score": float(s.mean()),
-                           "stopped": float((s < threshold).mean())}
-        rows.append({"set": kind, "frames": len(s), "auroc": round(per_shift[kind]["auroc"], 3),
-                     "mean_score": round(float(s.mean()), 4),
-                     "stopped": round(per_shift[kind]["stopped"], 3)})
+        t = est.score_table(shifted(test, kind, policy, args, rng))
+        aurocs = {name: auroc(_known(t_in[key]), _known(t[key])) for name, key in VARIANTS if key in t}
+        # higher part = less confident
+        parts = {m: auroc(-_known(t_in[m]), -_known(t[m])) for m in PARTS if m in t}
+        per_shift[kind] = {"auroc": aurocs.get("combined", aurocs["head"]), "aurocs": aurocs,
+                           "auroc_parts": parts, **_means(t, thresholds)}
+        rows.append({"set": kind, "frames": len(t["score"]),
+                     **{f"auroc_{k}": round(v, 3) for k, v in aurocs.items()}, **_means(t, thresholds, 4)})
+        part_rows.append({"set": kind, **{m: round(v, 3) for m, v in parts.items()}})
     score_s = time.perf_counter() - t0
 
     obs = test[0]
@@ -179,22 +208,29 @@ def main(argv: list[str] | None = None) -> dict:
     for n in [int(x) for x in args.latency_n.split(",") if x.strip()]:
         if est.method in ("samples", "tta") and n < 2:
             continue
-        e = ConfidenceEstimator(policy, n_samples=n, method=est.method)
-        p50, p90 = timed(lambda: e.estimate(obs))
-        lat_rows.append({"what": f"estimate ({est.method})", "n_samples": n, "p50_ms": round(p50, 2),
-                         "p90_ms": round(p90, 2)})
+        for density in (False, True) if est.combined else (False,):
+            e = est.replace(n_samples=n, density=density)
+            p50, p90 = timed(lambda: e.estimate(obs))
+            what = f"estimate ({est.method}{' + density' if density else ''})"
+            lat_rows.append({"what": what, "n_samples": n, "p50_ms": round(p50, 2), "p90_ms": round(p90, 2)})
 
     payload = {"checkpoint": str(args.checkpoint), "dataset": str(args.dataset), "head": policy.config.head,
                "method": est.method, "n_samples": args.n_samples, "split": args.split,
-               "threshold": threshold, "percentile": args.percentile, "calibration": est.calibration,
+               "threshold": threshold, "thresholds": thresholds, "density": est.combined,
+               "percentile": args.percentile, "calibration": est.calibration,
                "unseen_task": unseen, "noise_std": args.noise_std, "occlusion": args.occlusion,
-               "in_distribution": {"frames": len(test), "mean_score": float(s_in.mean()),
-                                   "stopped": float((s_in < threshold).mean())},
+               "in_distribution": {"frames": len(test), **_means(t_in, thresholds)},
                "shifts": per_shift, "latency": lat_rows, "scoring_wall_s": score_s, "machine": machine()}
-    table = (f"{policy.config.head} head, method `{est.method}`, n_samples {args.n_samples}, threshold "
+    variants = [name for name, key in VARIANTS if key in t_in]
+    table = (f"{policy.config.head} head, method `{est.method}`"
+             f"{' + feature density' if est.combined else ''}, n_samples {args.n_samples}, threshold "
              f"{threshold:.4f} (p{args.percentile:g} of {len(cal)} calibration frames); score: higher = more "
-             f"confident; stopped = share below the threshold\n\n"
-             + markdown_table(rows, ["set", "frames", "auroc", "mean_score", "stopped"])
+             f"confident; AUROC of the head's method alone, the density alone and the combined score; "
+             f"stopped = share below the calibrated threshold (combined; head alone)\n\n"
+             + markdown_table(rows, ["set", "frames", *[f"auroc_{v}" for v in variants], "mean_score",
+                                     "stopped", "stopped_head"])
+             + ("\nAUROC of each normalized part alone\n\n" + markdown_table(part_rows, ["set", *PARTS])
+                if est.combined else "")
              + "\nLatency of one `estimate(obs)` (torch threads: " + str(args.threads) + ")\n\n"
              + markdown_table(lat_rows, ["what", "n_samples", "p50_ms", "p90_ms"]))
     _plot_latency(lat_rows, RESULTS / f"{args.name}.png")
@@ -213,7 +249,9 @@ def _plot_latency(rows: list[dict], path: Path) -> None:
     fig = Figure(figsize=(5, 3.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    ax.plot([r["n_samples"] for r in est], [r["p50_ms"] for r in est], "o-", label="estimate p50")
+    for what in dict.fromkeys(r["what"] for r in est):
+        sel = [r for r in est if r["what"] == what]
+        ax.plot([r["n_samples"] for r in sel], [r["p50_ms"] for r in sel], "o-", label=f"{what} p50")
     ax.axhline(rows[0]["p50_ms"], color="tab:gray", ls="--", label="predict_chunk p50")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("n_samples")

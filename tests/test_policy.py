@@ -223,6 +223,14 @@ def test_vision_options_change_the_token_set_and_still_round_trip(tmp_path, opts
     plain = Policy(presets.get("tiny").replace(head="regression"), {"sawyer": uniform_stats(4, 4)})
     extra = int(bool(cfg.vision_keypoints)) + int(cfg.vision_flat_token)
     assert policy._images(batch, 2).shape[1] == plain._images(batch, 2).shape[1] + extra
+    # pooled pre-fusion features (the confidence estimator's density input), from the same encode pass
+    feats = policy.modality_features(batch)
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {k: (2, f) for k, f in policy.feature_dims().items()}
+    assert policy.feature_dims()["image"] == (1 + extra) * cfg.d_model
+    with torch.no_grad():
+        cond, embs, same = policy.encode_with_features(batch)
+        assert torch.equal(cond, policy.encode(batch)[0]) and embs == ["sawyer", "sawyer"]
+    assert all(torch.equal(same[k], feats[k]) for k in feats)
     loss, _ = policy.compute_loss({**batch, "action": torch.randn(2, 8, 4)})
     loss.backward()
     assert all(p.grad is not None for p in policy.parameters())

@@ -4,6 +4,7 @@
     loss, info = policy.compute_loss(batch)          # info: plain floats for logging
     chunk = policy.predict_chunk(obs)                # one frame dict -> np.float32 (H, D), physical units
     chunks = policy.sample_chunks(obs, n=8)          # (n, H, D)
+    feats = policy.modality_features(batch)          # {"language", "image", "state"}: pooled pre-fusion (B, F)
     policy.save(dir)
 
 Normalization is explicit and lives here, outside the model's nn code paths; the statistics are saved
@@ -166,8 +167,9 @@ class Policy(nn.Module):
             out.setdefault(e, []).append(i)
         return {e: torch.tensor(ix, device=self.device) for e, ix in out.items()}
 
-    def encode(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
-        """A batch -> fusion readouts (B, H, d) and the embodiment of each row."""
+    def _tokens(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """A batch -> the fusion's input tokens by modality and the embodiment of each row: ``embodiment``
+        (B, 1, d), ``language`` (B, L, d), ``image`` (B, cameras * N, d), ``state`` (B, 1, d)."""
         for key in (OBS_STATE, TASK):
             if key not in batch:
                 raise KeyError(f"{key}: missing from the batch; got keys {sorted(batch)}")
@@ -201,7 +203,53 @@ class Policy(nn.Module):
         lang = self.language(tasks).to(self.device)  # (B, 384)
         lang_tok = self.language_proj(lang).view(b, self.config.language_tokens, d)
         img_tok = self._images(batch, b)
-        return self.fusion(emb_tok, lang_tok, img_tok, state_tok), embs
+        return {"embodiment": emb_tok, "language": lang_tok, "image": img_tok, "state": state_tok}, embs
+
+    def _fuse(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.fusion(tokens["embodiment"], tokens["language"], tokens["image"], tokens["state"])  # (B, H, d)
+
+    @property
+    def _extra_image_tokens(self) -> int:
+        """Tokens per camera after the grid: the flat-grid token and the keypoint token, when configured."""
+        return int(self.flat_proj is not None) + int(self.keypoint_proj is not None)
+
+    def _pooled(self, tokens: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fusion input tokens -> one pre-fusion feature vector per modality and row (``modality_features``)."""
+        b = tokens["state"].shape[0]
+        cams, extra = len(self.config.cameras), self._extra_image_tokens
+        img = tokens["image"].view(b, cams, -1, self.config.d_model)  # (B, cams, N + extra, d)
+        grid = img[:, :, : img.shape[2] - extra].mean(2, keepdim=True)  # (B, cams, 1, d)
+        img = torch.cat([grid, img[:, :, img.shape[2] - extra:]], dim=2)  # (B, cams, 1 + extra, d)
+        return {"language": tokens["language"].reshape(b, -1), "image": img.reshape(b, -1),
+                "state": tokens["state"].reshape(b, -1)}
+
+    def feature_dims(self) -> dict[str, int]:
+        """The width F of each ``modality_features`` entry."""
+        d, extra = self.config.d_model, self._extra_image_tokens
+        return {"language": self.config.language_tokens * d, "image": len(self.config.cameras) * (1 + extra) * d,
+                "state": d}
+
+    def encode(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
+        """A batch -> fusion readouts (B, H, d) and the embodiment of each row."""
+        tokens, embs = self._tokens(batch)
+        return self._fuse(tokens), embs
+
+    def encode_with_features(self, batch: Mapping[str, Any]
+                             ) -> tuple[torch.Tensor, list[str], dict[str, torch.Tensor]]:
+        """``encode`` plus, from the same pass, the pre-fusion features of ``modality_features``."""
+        tokens, embs = self._tokens(batch)
+        return self._fuse(tokens), embs, self._pooled(tokens)
+
+    def modality_features(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """A batch -> pooled pre-fusion features per modality, each (B, F) (widths: ``feature_dims()``):
+
+        * ``language``: the projected instruction tokens, flattened (L * d);
+        * ``image``: per camera, the mean of its grid tokens followed by its flat-grid and keypoint tokens when
+          the config has them, cameras concatenated (cameras * (1 + extra) * d);
+        * ``state``: the state token (d), from the row's embodiment's state encoder.
+
+        The fusion transformer does not run. Used by the confidence estimator's density component."""
+        return self._pooled(self._tokens(batch)[0])
 
     # -- training ----------------------------------------------------------------------------------------------
     def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:

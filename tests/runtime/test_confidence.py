@@ -1,5 +1,6 @@
 """ConfidenceEstimator: separates training frames from noise, batched sampling, calibration round trip,
-and the controller's low-confidence hold."""
+the feature-density component (separation, one encode pass, bit-exact persistence, clear errors), and the
+controller's low-confidence hold."""
 
 import json
 
@@ -13,6 +14,7 @@ from vlaforge import presets
 from vlaforge.policy import Policy
 from vlaforge.runtime.confidence import (
     CONFIDENCE_FILE,
+    DENSITY_FILE,
     ConfidenceEstimator,
     ConfidenceNotSupported,
 )
@@ -78,7 +80,7 @@ def test_flow_disagreement_is_the_spread_of_one_batched_sample_call():
 
 def test_calibration_round_trips_through_save_and_load(tmp_path):
     policy = trained_policy("tokens")
-    est = ConfidenceEstimator(policy, n_samples=4)
+    est = ConfidenceEstimator(policy, n_samples=4, density=False)  # the head's own score (density: below)
     val = training_frames(40, seed=11)
     threshold = est.calibrate(val, percentile=10.0, progress=False)
     assert threshold == pytest.approx(float(np.percentile(est.scores(val), 10.0)))
@@ -88,6 +90,7 @@ def test_calibration_round_trips_through_save_and_load(tmp_path):
     est.save(ckpt)
     meta = json.loads((ckpt / CONFIDENCE_FILE).read_text())
     assert meta["threshold"] == threshold and meta["method"] == "entropy"
+    assert meta["density_file"] is None and not (ckpt / DENSITY_FILE).exists()
     reloaded = Policy.load(ckpt)  # the policy loader ignores confidence.json
     loaded = ConfidenceEstimator.load(reloaded, ckpt)
     assert (loaded.threshold, loaded.method, loaded.n_samples) == (threshold, "entropy", 4)
@@ -104,6 +107,112 @@ def test_calibration_round_trips_through_save_and_load(tmp_path):
     other = Policy(presets.get("tiny").replace(head="regression"), reloaded.stats)
     with pytest.raises(ValueError, match="calibrated for a 'tokens' head"):
         ConfidenceEstimator.load(other, ckpt)
+    # a file from before the density component (format 1) still loads, as the head's own score
+    v1 = {k: v for k, v in meta.items() if k not in ("density", "shrinkage", "folds", "density_file")}
+    (ckpt / CONFIDENCE_FILE).write_text(json.dumps({**v1, "format_version": 1}))
+    old = ConfidenceEstimator.load(reloaded, ckpt)
+    assert not old.density and not old.combined and old.threshold == threshold
+    assert old.estimate(frames[0]).score == a[0].score
+
+
+def _shifted(frames, **change):
+    return [{**f, **change} for f in frames]
+
+
+@pytest.mark.parametrize("head", ["tokens", "regression"])
+def test_density_scores_training_frames_above_noise_unseen_instructions_and_far_states(head):
+    policy = trained_policy(head)
+    est = ConfidenceEstimator(policy, n_samples=4)
+    est.calibrate(training_frames(64, seed=31), progress=False)
+    assert est.combined and set(est.calibration["density"]["embodiments"]["sawyer"]) == {"language", "image",
+                                                                                         "state"}
+    seen = training_frames(48, seed=32)
+    shifted = {"noise image": noise_frames(48, seed=33),
+               "unseen instruction": _shifted(seen, task="open the top drawer of the cabinet"),
+               "far state": _shifted(seen, **{"observation.state": np.full(4, 8.0, np.float32)})}
+    t_seen = est.score_table(seen)
+    # fresh in-distribution frames: mostly within the 99th percentile of the calibration frames
+    assert np.median(t_seen["density"]) < 1.0
+    for name, frames in shifted.items():
+        t = est.score_table(frames)
+        for key in ("density_score", "score"):
+            assert auroc(t_seen[key], t[key]) > 0.9, (f"{head}, {name}, {key}: seen "
+                                                      f"{np.round(t_seen[key][:6], 3)}, shifted "
+                                                      f"{np.round(t[key][:6], 3)}")
+        for table in (t, t_seen):
+            assert ((table["score"] >= 0) & (table["score"] <= 1)).all()
+            # the combined score is the weakest component's
+            parts = np.stack([table[k] for k in ("head", "language", "image", "state")])
+            np.testing.assert_allclose(table["disagreement"], parts.max(0))
+            np.testing.assert_allclose(table["score"], 1 / (1 + table["disagreement"]))
+    c = est.estimate(_shifted(seen[:1], **{"observation.state": np.full(4, np.nan, np.float32)})[0])
+    assert c.score == 0.0 and not c.proceed  # non-finite features: never confident
+
+
+def test_density_comes_from_the_same_single_encode_pass():
+    policy = trained_policy("tokens")
+    est = ConfidenceEstimator(policy)
+    est.calibrate(training_frames(16, seed=41), progress=False)
+    calls = []
+    original = policy._tokens
+
+    def counting(batch):
+        calls.append(len(batch["task"]))
+        return original(batch)
+
+    policy._tokens = counting
+    c = est.estimate(training_frames(1, seed=42)[0])
+    assert calls == [1] and set(c.parts) == {"head", "language", "image", "state"}
+    assert c.disagreement == max(c.parts.values()) and c.score == pytest.approx(1 / (1 + c.disagreement))
+    assert c.head_disagreement == pytest.approx(c.parts["head"] * est.calibration["head_p99"])
+
+
+def test_density_calibration_round_trips_bit_exactly(tmp_path):
+    policy = trained_policy("tokens")  # entropy: deterministic, so scores must match exactly
+    est = ConfidenceEstimator(policy, n_samples=4)
+    threshold = est.calibrate(training_frames(40, seed=51), progress=False)
+    assert threshold == est.calibration["thresholds"]["combined"]
+    ckpt = policy.save(tmp_path / "ckpt")
+    est.save(ckpt)
+    meta = json.loads((ckpt / CONFIDENCE_FILE).read_text())
+    assert meta["density"] is True and meta["density_file"]["name"] == DENSITY_FILE
+    loaded = ConfidenceEstimator.load(Policy.load(ckpt), ckpt)
+    assert loaded.combined and loaded.threshold == threshold and loaded.calibration == est.calibration
+    a, b = est.feature_density.to_arrays(), loaded.feature_density.to_arrays()
+    assert sorted(a) == sorted(b) and len(a) == 9  # 3 modalities x (mean, precision, reference)
+    for k in a:
+        assert a[k].dtype == b[k].dtype == np.float64 and np.array_equal(a[k], b[k]), k
+    frames = training_frames(8, seed=52) + noise_frames(8, seed=53)
+    x, y = est.score_table(frames), loaded.score_table(frames)
+    for k in x:
+        assert np.array_equal(x[k], y[k]), k
+    # switching the density off falls back to the threshold calibrated for the head's own score
+    head_only = loaded.replace(density=False)
+    assert not head_only.combined and head_only.threshold == est.calibration["thresholds"]["head"]
+    assert ConfidenceEstimator.load(policy, ckpt, density=False).threshold == head_only.threshold
+
+
+def test_density_file_missing_mismatched_or_of_another_policy_is_a_clear_error(tmp_path):
+    policy = trained_policy("tokens")
+    est = ConfidenceEstimator(policy)
+    est.calibrate(training_frames(24, seed=61), progress=False)
+    ckpt = policy.save(tmp_path / "ckpt")
+    est.save(ckpt)
+    # same head, wider image features (a keypoint token per camera): the statistics do not fit
+    other = Policy(presets.get("tiny").replace(head="tokens", vision_keypoints=4), policy.stats)
+    with pytest.raises(ValueError, match=r"sawyer/image/mean': expected shape \(128,\) .* got \(64,\)"):
+        ConfidenceEstimator.load(other, ckpt)
+    data = (ckpt / DENSITY_FILE).read_bytes()
+    (ckpt / DENSITY_FILE).write_bytes(data[:-8] + bytes(8))
+    with pytest.raises(ValueError, match="sha256"):
+        ConfidenceEstimator.load(policy, ckpt)
+    (ckpt / DENSITY_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{DENSITY_FILE}: missing"):
+        ConfidenceEstimator.load(policy, ckpt)
+    # re-saving without density statistics removes the stale file
+    (ckpt / DENSITY_FILE).write_bytes(data)
+    ConfidenceEstimator(policy, density=False).save(ckpt)
+    assert not (ckpt / DENSITY_FILE).exists() and not ConfidenceEstimator.load(policy, ckpt).combined
 
 
 def test_controller_holds_on_low_confidence_and_asks_the_callback():

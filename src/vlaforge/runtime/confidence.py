@@ -1,9 +1,9 @@
 """How sure is the policy about this observation? A score per frame, a threshold, a go / no-go.
 
     est = ConfidenceEstimator(policy, n_samples=5)
-    est.calibrate(val_dataset, percentile=5.0)     # threshold from in-distribution frames
-    c = est.estimate(obs)                          # Confidence(score, disagreement, proceed, mean_chunk)
-    est.save(checkpoint_dir)                       # confidence.json beside the policy
+    est.calibrate(val_dataset, percentile=5.0)     # threshold + density statistics from in-distribution data
+    c = est.estimate(obs)                          # Confidence(score, disagreement, proceed, mean_chunk, ...)
+    est.save(checkpoint_dir)                       # confidence.json + confidence.safetensors by the policy
     est = ConfidenceEstimator.load(policy, checkpoint_dir)
     Controller(policy, safety, confidence=est, on_low_confidence=ask_a_person)
 
@@ -11,7 +11,8 @@ Score convention: **higher = more confident**, in [0, 1]. ``disagreement`` is th
 comes from (>= 0, lower = more confident). ``proceed`` is ``score >= threshold`` (always True while no
 threshold is set: an uncalibrated estimator never stops the robot).
 
-Methods (``method="auto"`` picks by head):
+Two components. The **head's own method** (``method="auto"`` picks by head) measures how spread the
+predictive distribution is:
 
 - flow, diffusion -> ``samples``: d = RMS over (H, D) of the std across ``n_samples`` chunks sampled in
   ONE batched head call on one encoding of the observation, in normalized action units; score ``1 / (1 + d)``.
@@ -23,29 +24,45 @@ Methods (``method="auto"`` picks by head):
 
 A regression head is deterministic: its "samples" are identical, so sample disagreement would always say
 "certain". The test-time-augmentation ensemble asks instead whether the prediction is stable under the
-perturbations the policy was trained to be invariant to (the dataset's random shift); off-distribution
-inputs tend to sit where the learned map is less flat. It is a weaker signal than a generative head's own
-spread and costs ``n_samples`` full forward passes (the samples method encodes once and only re-runs the
-head); see docs/confidence_and_adaptation.md. ``tta`` may be chosen for any head.
+perturbations the policy was trained to be invariant to. ``tta`` may be chosen for any head.
+
+Spread measures ambiguity (several actions fit this input), not novelty: far from the data a network often
+saturates and answers confidently. The **density** component (``density=True``, the default) measures
+novelty of the input itself: the Mahalanobis distance of the policy's pre-fusion features
+(``Policy.modality_features``: language, image, state) to Gaussians fitted per embodiment and modality on the
+calibration frames (``vlaforge.runtime.density``), from the same single encode pass as the head's method.
+Once calibrated, both are put in the same unit, "times the 99th percentile of in-distribution frames":
+
+    parts = {"head": d_head / p99_head, "language": d_lang / p99_lang, "image": ..., "state": ...}
+    disagreement = max(parts.values());   score = 1 / (1 + disagreement)
+
+so one component far outside what calibration saw is enough to lower the score. Before calibration (or with
+``density=False``) the score is the head's alone, as above. See docs/confidence_and_adaptation.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from vlaforge.fsutil import write_atomic
+from vlaforge.runtime.density import EPS, MODALITIES, FeatureDensity
 from vlaforge.types import ACTION, EMBODIMENT, OBS_STATE, TASK, image_key
 
 CONFIDENCE_FILE = "confidence.json"
-FORMAT_VERSION = 1
+DENSITY_FILE = "confidence.safetensors"  # the density statistics (float64 means and precision matrices)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no density component, read as density=False
 METHODS = ("auto", "samples", "entropy", "tta")
+SETTINGS = ("method", "n_samples", "threshold", "shift_px", "state_jitter", "seed", "density", "shrinkage",
+            "folds")
 
 
 class ConfidenceNotSupported(ValueError):
@@ -54,7 +71,12 @@ class ConfidenceNotSupported(ValueError):
 
 @dataclass(frozen=True)
 class Confidence:
-    """One verdict. ``score``: higher = more confident, in [0, 1]; ``mean_chunk`` (H, D) in physical units."""
+    """One verdict. ``score``: higher = more confident, in [0, 1]; ``mean_chunk`` (H, D) in physical units.
+
+    ``disagreement``: what the score comes from; once calibrated with density, the largest of ``parts``,
+    each a component in units of its in-distribution 99th percentile (``head``, ``language``, ``image``,
+    ``state``); otherwise the head method's raw value. ``head_disagreement``: always the head method's raw
+    value."""
 
     score: float
     disagreement: float
@@ -62,6 +84,8 @@ class Confidence:
     mean_chunk: np.ndarray = field(repr=False)
     method: str = ""
     threshold: float | None = None
+    parts: Mapping[str, float] = field(default_factory=dict)
+    head_disagreement: float | None = None
 
 
 def auto_method(head: str) -> str:
@@ -69,10 +93,15 @@ def auto_method(head: str) -> str:
 
 
 class ConfidenceEstimator:
-    """Scores observations for one policy. Not thread-safe (one estimator per control loop)."""
+    """Scores observations for one policy. Not thread-safe (one estimator per control loop).
+
+    ``density`` (default True): ``calibrate`` also fits the feature-density statistics and, from then on, the
+    score combines them with the head's method (module docstring). ``shrinkage``: the covariance shrinkage
+    ``a``; ``folds``: cross-fitting folds of the in-distribution distances (``vlaforge.runtime.density``)."""
 
     def __init__(self, policy: Any, n_samples: int = 5, threshold: float | None = None, method: str = "auto",
-                 shift_px: int = 4, state_jitter: float = 0.05, seed: int = 0, batch_size: int = 32):
+                 shift_px: int = 4, state_jitter: float = 0.05, seed: int = 0, batch_size: int = 32,
+                 density: bool = True, shrinkage: float = 0.1, folds: int = 5):
         if method not in METHODS:
             raise ValueError(f"ConfidenceEstimator.method: expected one of {METHODS}, got {method!r}")
         head = policy.config.head
@@ -95,6 +124,9 @@ class ConfidenceEstimator:
         if shift_px < 0 or not state_jitter >= 0:
             raise ValueError(f"ConfidenceEstimator: expected shift_px >= 0 and state_jitter >= 0, "
                              f"got {shift_px!r} and {state_jitter!r}")
+        if not 0.0 < shrinkage <= 1.0 or folds < 2:
+            raise ValueError(f"ConfidenceEstimator: expected 0 < shrinkage <= 1 and folds >= 2, "
+                             f"got {shrinkage!r} and {folds!r}")
         self.policy = policy
         self.method = method
         self.n_samples = int(n_samples)
@@ -103,7 +135,11 @@ class ConfidenceEstimator:
         self.state_jitter = float(state_jitter)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
+        self.density = bool(density)
+        self.shrinkage = float(shrinkage)
+        self.folds = int(folds)
         self.calibration: dict[str, Any] | None = None
+        self.feature_density: FeatureDensity | None = None  # fitted by calibrate, or loaded
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -113,9 +149,14 @@ class ConfidenceEstimator:
         self._gen = torch.Generator(device=device).manual_seed(int(seed))  # on the policy's device
         self._rng = np.random.default_rng(int(seed))
 
+    @property
+    def combined(self) -> bool:
+        """True when the score combines the head's method with feature density (calibrated, ``density``)."""
+        return self.density and self.feature_density is not None
+
     # -- scoring ---------------------------------------------------------------------------------
     def score_from(self, disagreement: np.ndarray) -> np.ndarray:
-        """The score (higher = more confident, in [0, 1]) for raw disagreements."""
+        """The head method's own score (higher = more confident, in [0, 1]) for its raw disagreements."""
         d = np.asarray(disagreement, dtype=np.float64)
         if self.method == "entropy":
             return np.clip(1.0 - d / math.log(self.policy.config.num_bins), 0.0, 1.0)
@@ -123,15 +164,25 @@ class ConfidenceEstimator:
 
     def estimate(self, obs: Mapping[str, Any]) -> Confidence:
         """One frame dict -> its :class:`Confidence` (the controller's hook calls this)."""
-        d, mean = self.evaluate(self.policy.frame_to_batch(obs))
-        score = float(self.score_from(d)[0])
+        d, mean, feats, embs = self._evaluate(self.policy.frame_to_batch(obs), features=self.combined)
+        t = self._table(d, feats, embs)
+        score = float(t["score"][0])
+        parts = {k: float(t[k][0]) for k in ("head", *MODALITIES) if k in t and not np.isnan(t[k][0])}
         proceed = self.threshold is None or score >= self.threshold
-        return Confidence(score, float(d[0]), bool(proceed), mean[0], self.method, self.threshold)
+        return Confidence(score, float(t["disagreement"][0]), bool(proceed), mean[0], self.method,
+                          self.threshold, parts, float(d[0]))
 
     __call__ = estimate
 
     def evaluate(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """A batch (B rows) -> disagreement (B,) and mean chunk (B, H, D) in physical units."""
+        """A batch (B rows) -> the head method's disagreement (B,), mean chunk (B, H, D) in physical units."""
+        d, mean, _, _ = self._evaluate(batch, features=False)
+        return d, mean
+
+    def _evaluate(self, batch: Mapping[str, Any], features: bool
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None, list[str]]:
+        """``evaluate`` plus, from the same encode pass when ``features``, the modality features (float64
+        (B, F) each, of the observation as given) and each row's embodiment."""
         import torch
 
         policy = self.policy
@@ -140,8 +191,11 @@ class ConfidenceEstimator:
         try:
             with torch.inference_mode():
                 if self.method == "tta":
-                    return self._tta(batch)
-                cond, embs = policy.encode(batch)  # (B, H, d)
+                    return self._tta(batch, features)
+                if features:
+                    cond, embs, feats = policy.encode_with_features(batch)  # (B, H, d), {m: (B, F)}
+                else:
+                    (cond, embs), feats = policy.encode(batch), None
                 b = cond.shape[0]
                 dis = np.zeros(b, dtype=np.float64)
                 means: list[np.ndarray | None] = [None] * b
@@ -160,12 +214,13 @@ class ConfidenceEstimator:
                     dis[ix.cpu().numpy()] = d_e.double().cpu().numpy()
                     for j, i in enumerate(ix.tolist()):
                         means[i] = mean[j]
-                return dis, _stack(means)
+                return dis, _stack(means), _numpy(feats), list(embs)
         finally:
             policy.train(was_training)
 
-    def _tta(self, batch: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """n augmented copies of every row in one forward: spread of their predictions."""
+    def _tta(self, batch: Mapping[str, Any], features: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None, list[str]]:
+        """n augmented copies of every row in one forward: spread of the predictions, copy 0's features."""
         import torch
 
         policy, n = self.policy, self.n_samples
@@ -192,7 +247,11 @@ class ConfidenceEstimator:
             key = image_key(cam)
             im = torch.as_tensor(batch[key]).repeat_interleave(n, 0)  # (B*n, 3, S, S)
             big[key] = _shift_images(im, shifts)
-        cond, row_embs = policy.encode(big)
+        if features:
+            cond, row_embs, feats = policy.encode_with_features(big)
+            feats = {m: f[::n] for m, f in feats.items()}  # copy 0: the observation as given
+        else:
+            (cond, row_embs), feats = policy.encode(big), None
         dis = np.zeros(b, dtype=np.float64)
         means: list[np.ndarray | None] = [None] * b
         for emb, ix in _rows_by_embodiment(row_embs, cond.device).items():
@@ -202,54 +261,144 @@ class ConfidenceEstimator:
                 xr = x[torch.from_numpy(np.flatnonzero(rows == r))]  # (n, H, D)
                 dis[r] = float(xr.var(dim=0, unbiased=False).mean().sqrt())
                 means[r] = policy.normalizer.unnormalize(xr.mean(0), emb, ACTION).float().cpu().numpy()
-        return dis, _stack(means)
+        return dis, _stack(means), _numpy(feats), list(row_embs[::n])
+
+    def _table(self, head_d: np.ndarray, feats: Mapping[str, np.ndarray] | None, embs: Sequence[str]
+               ) -> dict[str, np.ndarray]:
+        """Per-row arrays: ``score``, ``disagreement``, ``head_disagreement``, ``head_score`` and, when
+        combined, the normalized parts (``head``, ``language``, ``image``, ``state``; NaN where an embodiment
+        has no density statistics), ``density`` (their largest modality) and ``density_score``."""
+        out = {"head_disagreement": head_d, "head_score": self.score_from(head_d)}
+        if not self.combined or feats is None:
+            out.update(score=out["head_score"], disagreement=head_d)
+            return out
+        assert self.feature_density is not None and self.calibration is not None
+        head_n = head_d / max(float(self.calibration["head_p99"]), EPS)
+        dens = self.feature_density.normalized(feats, embs)
+        combined, parts = _combine(head_n, dens)
+        density = np.fmax.reduce(np.stack([dens[m] for m in MODALITIES]), axis=0)  # NaN: no statistics
+        out.update(parts, score=1.0 / (1.0 + combined), disagreement=combined, density=density,
+                   density_score=1.0 / (1.0 + density))
+        return out
+
+    def _collect(self, source: Any, max_frames: int | None, progress: bool, features: bool
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray] | None, list[str]]:
+        """Head disagreements (N,), modality features {m: (N, F)} (when ``features``) and embodiments of many
+        frames, batch by batch."""
+        ds, fs, es = [], [], []
+        for batch in _batches(self.policy, source, self.batch_size, max_frames, self.seed, progress):
+            d, _, f, e = self._evaluate(batch, features)
+            ds.append(d)
+            fs.append(f)
+            es.extend(e)
+        if not features:
+            feats = None
+        elif ds:
+            feats = {m: np.concatenate([f[m] for f in fs]) for m in MODALITIES}
+        else:
+            feats = {m: np.zeros((0, w)) for m, w in self.policy.feature_dims().items()}
+        return (np.concatenate(ds) if ds else np.zeros(0)), feats, es
+
+    def score_table(self, source: Any, max_frames: int | None = None, progress: bool = False
+                    ) -> dict[str, np.ndarray]:
+        """Per-frame arrays (see ``_table``) of many frames: the combined score and each component alone, from
+        one pass (what ``benchmarks/confidence.py`` compares)."""
+        d, feats, embs = self._collect(source, max_frames, progress, features=self.combined)
+        return self._table(d, feats, embs)
 
     def scores(self, source: Any, max_frames: int | None = None, progress: bool = False) -> np.ndarray:
         """Scores of many frames: a ChunkDataset (or any indexable of items), frame dicts or a batch."""
-        out = [self.score_from(self.evaluate(b)[0]) for b in
-               _batches(self.policy, source, self.batch_size, max_frames, self.seed, progress)]
-        return np.concatenate(out) if out else np.zeros(0)
+        return self.score_table(source, max_frames, progress)["score"]
 
     # -- calibration -----------------------------------------------------------------------------
     def calibrate(self, frames: Any, percentile: float = 5.0, max_frames: int | None = 512,
                   progress: bool = True) -> float:
         """Set the threshold to the ``percentile``-th percentile of the scores of in-distribution frames
         (validation frames the policy did not train on): about ``100 - percentile`` % of such frames
-        proceed. Returns the threshold."""
+        proceed. With ``density``, first fit the feature-density statistics on the same frames; their own
+        density parts are cross-fitted (``vlaforge.runtime.density``) so the threshold is not biased by the
+        fit. Returns the threshold."""
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"calibrate.percentile: expected a value in [0, 100], got {percentile!r}")
-        s = self.scores(frames, max_frames=max_frames, progress=progress)
-        if s.size == 0:
+        d, feats, embs = self._collect(frames, max_frames, progress, features=self.density)
+        if d.size == 0:
             raise ValueError("calibrate: expected at least one frame, got none")
-        self.threshold = float(np.percentile(s, percentile))
         qs = (0, 1, 5, 25, 50, 75, 95, 99, 100)
-        self.calibration = {"percentile": float(percentile), "frames": int(s.size),
-                            "score_percentiles": {str(q): float(np.percentile(s, q)) for q in qs},
-                            "score_mean": float(s.mean())}
-        return self.threshold
+        head_p99 = float(np.percentile(d, 99))
+        s = self.score_from(d)
+        thresholds = {"head": float(np.percentile(s, percentile))}
+        cal: dict[str, Any] = {"percentile": float(percentile), "frames": int(d.size), "method": self.method,
+                               "head_p99": head_p99,
+                               "head_disagreement_percentiles": {str(q): float(np.percentile(d, q))
+                                                                 for q in qs}}
+        self.feature_density = None
+        if self.density:
+            assert feats is not None
+            self.feature_density, cross = FeatureDensity.fit(feats, embs, self.shrinkage, self.folds,
+                                                             self.seed)
+            if self.feature_density is not None:
+                cal["density"] = self.feature_density.summary()
+                combined, _ = _combine(d / max(head_p99, EPS), cross)
+                density = np.fmax.reduce(np.stack([cross[m] for m in MODALITIES]), axis=0)
+                thresholds["density"] = float(np.nanpercentile(1.0 / (1.0 + density), percentile))
+                s = 1.0 / (1.0 + combined)
+                thresholds["combined"] = float(np.percentile(s, percentile))
+        cal.update(thresholds=thresholds, score_percentiles={str(q): float(np.percentile(s, q)) for q in qs},
+                   score_mean=float(s.mean()))
+        self.calibration = cal
+        self.threshold = _calibrated_threshold(cal, self.combined, None)
+        return self.threshold  # type: ignore[return-value]
 
     # -- persistence -----------------------------------------------------------------------------
+    def _settings(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SETTINGS}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "head": self.policy.config.head, "method": self.method,
-                "n_samples": self.n_samples, "threshold": self.threshold, "shift_px": self.shift_px,
-                "state_jitter": self.state_jitter, "seed": self.seed, "calibration": self.calibration,
+        return {"format_version": FORMAT_VERSION, "head": self.policy.config.head, **self._settings(),
+                "calibration": self.calibration,
                 "score": "higher = more confident; proceed when score >= threshold"}
 
+    def replace(self, **overrides: Any) -> "ConfidenceEstimator":
+        """A new estimator for the same policy with these settings changed (e.g. ``n_samples``), keeping the
+        calibration and the threshold; switching ``density`` on or off picks the threshold calibrated for
+        that score."""
+        kw = {**self._settings(), "batch_size": self.batch_size, **overrides}
+        combined = bool(kw["density"]) and self.feature_density is not None
+        if "threshold" not in overrides and combined != self.combined:
+            kw["threshold"] = _calibrated_threshold(self.calibration, combined, self.threshold)
+        est = type(self)(self.policy, **kw)
+        est._adopt(self.calibration, self.feature_density, "replace")
+        return est
+
+    def _adopt(self, calibration: dict[str, Any] | None, density: FeatureDensity | None, source: str) -> None:
+        if calibration and calibration.get("method", self.method) != self.method:
+            raise ValueError(f"{source}: calibrated with method {calibration['method']!r}, the estimator "
+                             f"uses {self.method!r}: calibrate again")
+        if density is not None and "head_p99" not in (calibration or {}):
+            raise ValueError(f"{source}: density statistics without the head's calibration (head_p99)")
+        self.calibration, self.feature_density = calibration, density
+
     def save(self, checkpoint_dir: str | os.PathLike) -> Path:
-        """Write ``confidence.json`` into the checkpoint directory (atomically). ``Policy.load`` ignores it;
-        note that ``Policy.save`` to the same directory replaces the directory and drops it."""
+        """Write ``confidence.json`` (and, with density statistics, ``confidence.safetensors`` first) into the
+        checkpoint directory, each atomically; the JSON records the SHA-256 of the tensors it goes with.
+        ``Policy.load`` ignores both; ``Policy.save`` to the same directory replaces the directory and drops
+        them."""
+        from safetensors.numpy import save as safetensors_bytes
+
         directory = Path(checkpoint_dir)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory}: expected a checkpoint directory, found none")
+        meta = self.to_dict()
+        meta["density_file"] = None
+        if self.feature_density is not None:
+            data = safetensors_bytes(self.feature_density.to_arrays(),
+                                     metadata={"format_version": str(FORMAT_VERSION)})
+            write_atomic(directory / DENSITY_FILE, data)
+            meta["density_file"] = {"name": DENSITY_FILE, "sha256": hashlib.sha256(data).hexdigest()}
         path = directory / CONFIDENCE_FILE
-        fd, tmp = tempfile.mkstemp(prefix=f".{CONFIDENCE_FILE}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(path, json.dumps(meta, indent=2))
+        if self.feature_density is None:
+            (directory / DENSITY_FILE).unlink(missing_ok=True)  # a stale one from an earlier calibration
         return path
 
     @classmethod
@@ -263,17 +412,64 @@ class ConfidenceEstimator:
             meta = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: expected JSON, got a parse error: {e}") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: expected format_version {FORMAT_VERSION}, "
+        if meta.get("format_version") not in READABLE_VERSIONS:
+            raise ValueError(f"{path}: expected format_version in {READABLE_VERSIONS}, "
                              f"got {meta.get('format_version')!r}")
         if meta.get("head") != policy.config.head:
             raise ValueError(f"{path}: calibrated for a {meta.get('head')!r} head, the policy has "
                              f"{policy.config.head!r}")
-        kw = {k: meta[k] for k in ("n_samples", "threshold", "method", "shift_px", "state_jitter", "seed")}
+        density = _load_density(policy, path, meta)
+        kw = {k: meta[k] for k in SETTINGS if k in meta}
+        kw.setdefault("density", False)  # version 1
+        saved = bool(kw["density"]) and density is not None  # the score the saved threshold is for
         kw.update(overrides)
+        combined = bool(kw["density"]) and density is not None
+        if "threshold" not in overrides and combined != saved:
+            kw["threshold"] = _calibrated_threshold(meta.get("calibration"), combined, meta["threshold"])
         est = cls(policy, **kw)
-        est.calibration = meta.get("calibration")
+        est._adopt(meta.get("calibration"), density, str(path))
         return est
+
+
+def _load_density(policy: Any, path: Path, meta: Mapping[str, Any]) -> FeatureDensity | None:
+    """The density statistics ``confidence.json`` points to, checked against it and against the policy."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as safetensors_load
+
+    info = meta.get("density_file")
+    if not info:
+        return None
+    tpath = path.parent / DENSITY_FILE
+    if not tpath.is_file():
+        raise FileNotFoundError(f"{tpath}: missing; {path.name} says the calibration's density statistics "
+                                f"are there (copy both files together, or calibrate and save again)")
+    data = tpath.read_bytes()
+    got = hashlib.sha256(data).hexdigest()
+    if got != info.get("sha256"):
+        raise ValueError(f"{tpath}: expected the file {path.name} was saved with (sha256 "
+                         f"{info.get('sha256')}), got another one (sha256 {got}): calibrate and save again")
+    try:
+        arrays = safetensors_load(data)
+    except (SafetensorError, ValueError, OSError) as e:
+        raise ValueError(f"{tpath}: not a readable safetensors file ({e})") from None
+    return FeatureDensity.from_arrays(arrays, policy.feature_dims(), policy.embodiments, meta["shrinkage"],
+                                      meta["folds"], str(tpath))
+
+
+def _calibrated_threshold(calibration: Mapping[str, Any] | None, combined: bool, default: float | None
+                          ) -> float | None:
+    """The threshold calibrated for the combined score or for the head's own one (``default`` without)."""
+    thresholds = (calibration or {}).get("thresholds")
+    if not thresholds:
+        return default
+    return thresholds["combined"] if combined and "combined" in thresholds else thresholds["head"]
+
+
+def _combine(head: np.ndarray, density: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Normalized parts -> their row-wise max (NaN density parts are skipped; a NaN head spread, from
+    non-finite outputs, counts as infinitely uncertain) and the parts, head first."""
+    parts = {"head": np.where(np.isnan(head), np.inf, head), **density}
+    return np.fmax.reduce(np.stack(list(parts.values())), axis=0), parts
 
 
 def has_calibration(checkpoint_dir: str | os.PathLike) -> bool:
@@ -300,6 +496,11 @@ def _bin_centres(head: Any, device: Any):
 
 def _stack(rows: Sequence[np.ndarray | None]) -> np.ndarray:
     return np.stack([r for r in rows])  # type: ignore[misc]
+
+
+def _numpy(feats: Mapping[str, Any] | None) -> dict[str, np.ndarray] | None:
+    """{modality: (B, F) tensor} -> float64 arrays on the CPU."""
+    return None if feats is None else {m: f.double().cpu().numpy() for m, f in feats.items()}
 
 
 def _shift_images(im: Any, shifts: np.ndarray) -> Any:
