@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--root", default="runs/demo-bench")
     ap.add_argument("--fresh", action="store_true", help="delete the root first, so every phase runs")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
+    ap.add_argument("--name", default="demo", help="results file name under benchmarks/results/ (for variants)")
     args = ap.parse_args()
     if args.fresh:
         shutil.rmtree(args.root, ignore_errors=True)
@@ -47,7 +48,10 @@ def main() -> None:
                "train_config": {k: run_cfg[k] for k in ("steps", "batch_size", "lr") if k in run_cfg},
                "policy": run_cfg.get("policy"), "machine": machine(),
                "targets": {"mean_success_min": 0.95, "train_minutes_max": 10, "total_minutes_max": 20}}
-    write("demo", payload, table, "python benchmarks/demo.py --fresh")
+    command = "python benchmarks/demo.py" + (" --fresh" if args.fresh else "") + \
+        (f" --root {args.root}" if args.root != "runs/demo-bench" else "") + "".join(f" --set {s}" for s in args.set) + \
+        (f" --name {args.name}" if args.name != "demo" else "")
+    write(args.name, payload, table, command)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,9 @@ def main() -> None:
         if (run / "config.json").is_file():
             resume(run)
         else:
-            train(build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set]))
+            # the reach experts never use the gripper: its action is a constant 0, which the normalizer refuses
+            # unless a floor on the spread is set explicitly
+            train(build_config(args.preset, [f"dataset={data}", f"out={run}", "policy.min_spread=0.001", *args.set]))
     rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, root / "eval")
     if args.mt10_checkpoint:
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers, root / "eval-mt10")
