@@ -71,7 +71,11 @@ def frames_from_dataset(ds, policy, n: int, seed: int) -> list[dict]:
         f[OBS_STATE] = it[OBS_STATE].numpy().astype(np.float32)
         f[TASK], f[EMBODIMENT] = it[TASK], it[EMBODIMENT]
         out.append(f)
-    return out
+    # read in dataset order (sequential decoding), return in random order: the calibration / test halves must
+    # both mix every task (in dataset order the first half held only the first tasks, so the test half's
+    # "in-distribution" frames were tasks the density statistics had never seen)
+    order = np.random.default_rng(seed + 1).permutation(len(out))
+    return [out[i] for i in order]
 
 
 def shifted(frames: list[dict], kind: str, policy, args, rng: np.random.Generator) -> list[dict]:

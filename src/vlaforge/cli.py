@@ -177,7 +177,7 @@ def demo_cmd(
     preset: str = typer.Option("demo", help="training preset"),
     override: list[str] = typer.Option([], "--set", help="training overrides, e.g. --set steps=800 (repeatable)"),
     force_eval: bool = typer.Option(False, help="evaluate again even when a report for this checkpoint exists"),
-    strategy: str = typer.Option("ensemble", help="chunk execution in evaluation: recycle | ensemble | async"),
+    strategy: str = typer.Option("recycle", help="chunk execution in evaluation: recycle | ensemble | async"),
 ) -> None:
     """The whole loop on three Meta-World tasks: collect demonstrations, train one language-conditioned policy,
     evaluate it on unseen seeds. Re-running skips finished steps."""

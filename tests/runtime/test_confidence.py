@@ -179,7 +179,7 @@ def test_density_calibration_round_trips_bit_exactly(tmp_path):
     loaded = ConfidenceEstimator.load(Policy.load(ckpt), ckpt)
     assert loaded.combined and loaded.threshold == threshold and loaded.calibration == est.calibration
     a, b = est.feature_density.to_arrays(), loaded.feature_density.to_arrays()
-    assert sorted(a) == sorted(b) and len(a) == 9  # 3 modalities x (mean, precision, reference)
+    assert sorted(a) == sorted(b) and len(a) == 10  # 3 modalities x (mean, precision, reference) + known instructions
     for k in a:
         assert a[k].dtype == b[k].dtype == np.float64 and np.array_equal(a[k], b[k]), k
     frames = training_frames(8, seed=52) + noise_frames(8, seed=53)

@@ -12,7 +12,11 @@ mean of the calibration features and the inverse of a shrunk covariance ``(1 - a
 singular). A frame's distance is ``sqrt((x - mean)^T P (x - mean))``; it is reported normalized by the 99th
 percentile of the distances of in-distribution frames, so 1 means "as far as the farthest 1 % of them".
 
-Those reference distances are **cross-fitted**: the calibration frames are split into ``folds`` parts and each
+Language is the exception: its in-distribution features are the few instructions the policy was trained on, so
+its part is the Euclidean distance to the nearest of them, in units of half the median distance between
+neighbouring known instructions (0 for a known instruction; 1 halfway to the nearest one).
+
+The Gaussian parts' reference distances are **cross-fitted**: the calibration frames are split into ``folds`` parts and each
 part's distances come from a Gaussian fitted on the other parts. A frame's distance to a Gaussian fitted on
 that same frame is biased low (more so the more dimensions per frame), so in-sample percentiles would make
 every fresh in-distribution frame look novel. The stored Gaussian is then fitted on all frames.
@@ -29,7 +33,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 MODALITIES = ("language", "image", "state")
-TENSORS = ("mean", "precision", "reference")  # per embodiment and modality, in the saved file
+TENSORS = ("mean", "precision", "reference", "known")  # per embodiment and modality, in the saved file
+# a modality whose in-distribution values are a few distinct points (the trained instructions) is scored by the
+# distance to the nearest of them: a Gaussian around their centroid ranks a new sentence, which sits near the
+# centroid of sentence embeddings, as *more* typical than the known ones (measured on MT10: AUROC 0.10)
+DISCRETE = ("language",)
 MIN_FRAMES = 8  # per embodiment; fewer and the embodiment gets no density component
 EPS = 1e-12
 
@@ -43,10 +51,41 @@ class Gaussian:
     p50: float  # median of the cross-fitted in-distribution distances
     p99: float  # their 99th percentile: the unit of the normalized distance
     frames: int
+    known: np.ndarray | None = None  # (K, F) distinct calibration features: nearest-neighbour distance instead
 
     def distance(self, x: np.ndarray) -> np.ndarray:
-        """(B, F) -> (B,) Mahalanobis distances; a non-finite feature gives an infinite distance."""
+        """(B, F) -> (B,) Mahalanobis distances (or, with ``known``, Euclidean distance to the nearest known
+        feature); a non-finite feature gives an infinite distance."""
+        if self.known is not None:
+            return nearest_distance(x, self.known)
         return mahalanobis(x, self.mean, self.precision)
+
+
+def nearest_distance(x: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(B, F), (K, F) -> (B,) Euclidean distance of each row to its nearest known row (inf if non-finite)."""
+    x = np.asarray(x, dtype=np.float64)
+    d = np.sqrt(np.maximum(((x[:, None, :] - known[None, :, :]) ** 2).sum(-1), 0.0)).min(1)
+    return np.where(np.isfinite(x).all(1), d, np.inf)
+
+
+def discrete_reference(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Calibration language features -> the distinct ones (K, F) and the distance unit: half the median
+    nearest-neighbour distance between distinct instructions (a new sentence at 1 is halfway to the nearest
+    one the policy knows); with one instruction, the feature's RMS norm."""
+    x = np.asarray(x, dtype=np.float64)
+    # one row per instruction: the same sentence encoded in different batches differs by float noise, so rows
+    # closer than a thousandth of the features' RMS norm are the same point (greedy, in order)
+    tol = 1e-3 * max(float(np.sqrt((x ** 2).sum(1).mean())), EPS)
+    rows: list[np.ndarray] = []
+    for r in x:
+        if not rows or np.sqrt(((np.stack(rows) - r) ** 2).sum(1)).min() > tol:
+            rows.append(r)
+    known = np.stack(rows)
+    if len(known) < 2:
+        return known, max(float(np.sqrt((known ** 2).mean())), EPS)
+    dd = np.sqrt(((known[:, None, :] - known[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(dd, np.inf)
+    return known, max(0.5 * float(np.median(dd.min(1))), EPS)
 
 
 def shrunk_gaussian(x: np.ndarray, shrinkage: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,10 +151,15 @@ class FeatureDensity:
             gaussians[e] = {}
             for m, x in features.items():
                 xe = np.asarray(x, dtype=np.float64)[rows]
-                ref = cross_fitted_distances(xe, shrinkage, folds, seed)
                 mean, precision = shrunk_gaussian(xe, shrinkage)
-                g = Gaussian(mean, precision, float(np.percentile(ref, 50)), float(np.percentile(ref, 99)),
-                             len(rows))
+                if m in DISCRETE:
+                    known, unit = discrete_reference(xe)
+                    ref = nearest_distance(xe, known)
+                    g = Gaussian(mean, precision, float(np.percentile(ref, 50)), unit, len(rows), known)
+                else:
+                    ref = cross_fitted_distances(xe, shrinkage, folds, seed)
+                    g = Gaussian(mean, precision, float(np.percentile(ref, 50)), float(np.percentile(ref, 99)),
+                                 len(rows))
                 gaussians[e][m] = g
                 cross[m][rows] = ref / max(g.p99, EPS)
         return (cls(gaussians, shrinkage, folds) if gaussians else None), cross
@@ -142,6 +186,8 @@ class FeatureDensity:
                 out[f"{e}/{m}/mean"] = np.ascontiguousarray(g.mean)
                 out[f"{e}/{m}/precision"] = np.ascontiguousarray(g.precision)
                 out[f"{e}/{m}/reference"] = np.array([g.p50, g.p99, g.frames], dtype=np.float64)
+                if g.known is not None:
+                    out[f"{e}/{m}/known"] = np.ascontiguousarray(g.known)
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -182,7 +228,15 @@ class FeatureDensity:
                         raise ValueError(f"{source}: tensor '{e}/{m}/{name}': expected shape {shape} (the "
                                          f"policy's {m} features are {f} wide), got {tuple(t[name].shape)}")
                 ref = np.asarray(t["reference"], dtype=np.float64)
+                known = t.get("known")
+                if (known is None) != (m not in DISCRETE):
+                    raise ValueError(f"{source}: tensor '{e}/{m}/known': expected it "
+                                     f"{'for' if m in DISCRETE else 'only for'} modalities {list(DISCRETE)}")
+                if known is not None and (known.ndim != 2 or known.shape[1] != f):
+                    raise ValueError(f"{source}: tensor '{e}/{m}/known': expected shape (K, {f}), got "
+                                     f"{tuple(known.shape)}")
                 gaussians[e][m] = Gaussian(np.asarray(t["mean"], np.float64),
                                            np.asarray(t["precision"], np.float64),
-                                           float(ref[0]), float(ref[1]), int(ref[2]))
+                                           float(ref[0]), float(ref[1]), int(ref[2]),
+                                           None if known is None else np.asarray(known, np.float64))
         return cls(gaussians, shrinkage, folds)
