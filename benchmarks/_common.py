@@ -26,6 +26,16 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def command(script: str, argv: list[str] | None = None) -> str:
+    """The command line that ran a benchmark, as recorded beside its results: ``python benchmarks/<script>``
+    followed by its arguments (``argv``, or the process's own)."""
+    import shlex
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"benchmarks/{script}", *map(shlex.quote, args)])
+
+
 def write(name: str, payload: dict, table: str, command: str) -> None:
     from vlaforge.fsutil import write_atomic
 

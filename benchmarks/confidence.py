@@ -12,7 +12,7 @@ calibrate the threshold (``--percentile``), the other half are scored. Shifted v
 Per shift, from one scoring pass of one estimator (``ConfidenceEstimator(density=True)``): AUROC (the
 probability that an in-distribution frame scores higher than a shifted one; 0.5 = chance) of the head's own
 method alone (``head``: samples / entropy / tta), of the feature density alone (``density``: the largest
-normalized Mahalanobis distance over language, image and state features) and of the combined score the
+normalized part over language (distance to the nearest known instruction), image and state (Mahalanobis)) and of the combined score the
 estimator uses (``combined``), plus per-modality AUROCs of the density parts; the mean combined score and the
 share of frames stopped at the calibrated thresholds (combined and head alone). Latency: median and p90 of
 ``estimate(obs)`` per ``n_samples`` (after warm-up), with and without the density part, beside
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, markdown_table, write  # noqa: E402
+from _common import RESULTS, command, machine, markdown_table, write  # noqa: E402
 
 
 def _rankdata(x: np.ndarray) -> np.ndarray:
@@ -238,8 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
              + "\nLatency of one `estimate(obs)` (torch threads: " + str(args.threads) + ")\n\n"
              + markdown_table(lat_rows, ["what", "n_samples", "p50_ms", "p90_ms"]))
     _plot_latency(lat_rows, RESULTS / f"{args.name}.png")
-    cmd_args = sys.argv[1:] if argv is None else argv
-    write(args.name, payload, table, "python benchmarks/confidence.py " + " ".join(cmd_args))
+    write(args.name, payload, table, command("confidence.py", argv))
     return payload
 
 

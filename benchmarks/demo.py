@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, write  # noqa: E402
+from _common import command, machine, markdown_table, write  # noqa: E402
 
 
 def main() -> None:
@@ -48,10 +48,7 @@ def main() -> None:
                "train_config": {k: run_cfg[k] for k in ("steps", "batch_size", "lr") if k in run_cfg},
                "policy": run_cfg.get("policy"), "machine": machine(),
                "targets": {"mean_success_min": 0.95, "train_minutes_max": 10, "total_minutes_max": 20}}
-    command = "python benchmarks/demo.py" + (" --fresh" if args.fresh else "") + \
-        (f" --root {args.root}" if args.root != "runs/demo-bench" else "") + "".join(f" --set {s}" for s in args.set) + \
-        (f" --name {args.name}" if args.name != "demo" else "")
-    write(args.name, payload, table, command)
+    write(args.name, payload, table, command("demo.py"))
 
 
 if __name__ == "__main__":

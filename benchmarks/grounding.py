@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, write  # noqa: E402
+from _common import command, machine, markdown_table, write  # noqa: E402
 
 PAIRS = [("reach-goal-v3", "reach-puck-v3")]
 MT10_PAIRS = [("drawer-open-v3", "drawer-close-v3"), ("window-open-v3", "window-close-v3")]
@@ -79,9 +79,7 @@ def main() -> None:
     table = markdown_table(shown, list(shown[0]))
     table += "\nGoals: >= 90% with the right instruction; <= 10% for the intended task with a swapped instruction.\n"
     write("grounding", {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
-                        "machine": machine()}, table,
-          "python benchmarks/grounding.py" + (f" --mt10-checkpoint {args.mt10_checkpoint}" if args.mt10_checkpoint else "")
-          + "".join(f" --set {s}" for s in args.set))
+                        "machine": machine()}, table, command("grounding.py"))
 
 
 if __name__ == "__main__":

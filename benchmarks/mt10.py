@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, write  # noqa: E402
+from _common import command, machine, markdown_table, write  # noqa: E402
 
 REFERENCE = {"Diffusion Policy (DP3 paper, Table XVIII)": 0.671, "3D Diffusion Policy (DP3 paper)": 0.755}
 
@@ -77,9 +77,7 @@ def main() -> None:
         "params": policy.num_parameters(), "train_minutes": round(train_minutes, 1),
         "collect_minutes": round(t_collect / 60, 1), "eval_minutes": round(t_eval / 60, 1),
         "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"], "strategy": args.strategy, "train_config": cfg,
-        "reference": REFERENCE, "machine": machine()}, table,
-        f"python benchmarks/mt10.py --head {args.head}"
-        + (f" --strategy {args.strategy}" if args.strategy != "recycle" else "") + "".join(f" --set {s}" for s in args.set))
+        "reference": REFERENCE, "machine": machine()}, table, command("mt10.py"))
 
 
 def _train_minutes(run: Path) -> float | None:

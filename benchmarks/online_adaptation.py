@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, markdown_table, write  # noqa: E402
+from _common import RESULTS, command, machine, markdown_table, write  # noqa: E402
 
 
 class Evaluator:
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"adaptation wall time max {payload['adapt_s_max']} s\n\n")
     table = head + markdown_table(curve, ["corrections", "version", "episodes", "adapt_s", "loss", *watched])
     _plot(curve, watched, weak, RESULTS / f"{args.name}.png")
-    write(args.name, payload, table, "python benchmarks/online_adaptation.py " +
-          " ".join(sys.argv[1:] if argv is None else argv))
+    write(args.name, payload, table, command("online_adaptation.py", argv))
     return payload
 
 

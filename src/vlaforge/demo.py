@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEMO_TASKS = ("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3")
@@ -56,6 +56,9 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
 
     root = Path(root)
     data, run, out = root / "data", root / "train", root / "eval"
+    # built (and so checked) before anything runs: a bad setting must not surface after collection and training
+    eval_cfg = EvalConfig(checkpoint=str(run / FINAL), tasks=DEMO_TASKS, episodes=eval_episodes, seed=1000,
+                          workers=workers, out=str(out), strategy=strategy)
     res = DemoResult(root)
     t_all = time.perf_counter()
 
@@ -105,8 +108,7 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
     else:
         print(f"[3/3] evaluating {ckpt}: {eval_episodes} episodes per task, seeds 1000-{999 + eval_episodes}, "
               f"chunks executed with {strategy!r}")
-        res.results = evaluate(EvalConfig(checkpoint=str(ckpt), tasks=DEMO_TASKS, episodes=eval_episodes, seed=1000,
-                                          workers=workers, out=str(out), strategy=strategy), print_table=True)
+        res.results = evaluate(replace(eval_cfg, checkpoint=str(ckpt)), print_table=True)
     res.minutes["eval"] = (time.perf_counter() - t0) / 60
     res.minutes["total"] = (time.perf_counter() - t_all) / 60
     mean = res.results["overall"]["success_rate"] * 100

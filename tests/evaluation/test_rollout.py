@@ -72,3 +72,14 @@ def test_checkpoint_for_another_camera_or_embodiment_is_a_clear_error(tmp_path):
            {"sawyer": uniform_stats(7, 4)}).save(big)
     with pytest.raises(IncompatibleCheckpoint, match=r"state 4 / action 4, the checkpoint expects state 7 / action 4"):
         evaluate(EvalConfig(checkpoint=str(big), tasks=("drawer-open-v3",), episodes=1), progress=False)
+
+
+def test_unknown_chunk_strategy_is_a_clear_error_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match=r"EvalConfig.strategy: expected one of \('recycle', 'ensemble', 'async'\), "
+                                         r"got 'ensmble'"):
+        EvalConfig(checkpoint=str(tmp_path / "none"), strategy="ensmble")
+    from vlaforge.demo import run_demo
+
+    with pytest.raises(ValueError, match=r"got 'ensmble'"):  # the demo checks before collecting anything
+        run_demo(tmp_path / "demo", strategy="ensmble")
+    assert not (tmp_path / "demo").exists()

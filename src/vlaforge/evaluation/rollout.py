@@ -35,6 +35,12 @@ class EvalConfig:
     instructions: Mapping[str, str] = field(default_factory=dict)  # task -> instruction override (swap tests)
     out: str | None = None
 
+    def __post_init__(self) -> None:
+        from vlaforge.runtime.chunking import STRATEGIES
+
+        if self.strategy not in STRATEGIES:  # here, before any rollout (or, in the demo, any training) starts
+            raise ValueError(f"EvalConfig.strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
+
 
 class IncompatibleCheckpoint(ValueError):
     """The checkpoint cannot run in this simulator as it is (cameras, embodiment, sizes)."""

@@ -28,9 +28,10 @@ perturbations the policy was trained to be invariant to. ``tta`` may be chosen f
 
 Spread measures ambiguity (several actions fit this input), not novelty: far from the data a network often
 saturates and answers confidently. The **density** component (``density=True``, the default) measures
-novelty of the input itself: the Mahalanobis distance of the policy's pre-fusion features
-(``Policy.modality_features``: language, image, state) to Gaussians fitted per embodiment and modality on the
-calibration frames (``vlaforge.runtime.density``), from the same single encode pass as the head's method.
+novelty of the input itself, from the policy's pre-fusion features (``Policy.modality_features``) of the same
+single encode pass as the head's method: for image and state the Mahalanobis distance to Gaussians fitted per
+embodiment and modality on the calibration frames, for language the distance to the nearest instruction seen
+in calibration (``vlaforge.runtime.density``).
 Once calibrated, both are put in the same unit, "times the 99th percentile of in-distribution frames":
 
     parts = {"head": d_head / p99_head, "language": d_lang / p99_lang, "image": ..., "state": ...}
@@ -276,7 +277,7 @@ class ConfidenceEstimator:
         head_n = head_d / max(float(self.calibration["head_p99"]), EPS)
         dens = self.feature_density.normalized(feats, embs)
         combined, parts = _combine(head_n, dens)
-        density = np.fmax.reduce(np.stack([dens[m] for m in MODALITIES]), axis=0)  # NaN: no statistics
+        density = _largest_modality(dens)  # NaN: no statistics
         out.update(parts, score=1.0 / (1.0 + combined), disagreement=combined, density=density,
                    density_score=1.0 / (1.0 + density))
         return out
@@ -339,7 +340,7 @@ class ConfidenceEstimator:
             if self.feature_density is not None:
                 cal["density"] = self.feature_density.summary()
                 combined, _ = _combine(d / max(head_p99, EPS), cross)
-                density = np.fmax.reduce(np.stack([cross[m] for m in MODALITIES]), axis=0)
+                density = _largest_modality(cross)
                 thresholds["density"] = float(np.nanpercentile(1.0 / (1.0 + density), percentile))
                 s = 1.0 / (1.0 + combined)
                 thresholds["combined"] = float(np.percentile(s, percentile))
@@ -463,6 +464,11 @@ def _calibrated_threshold(calibration: Mapping[str, Any] | None, combined: bool,
     if not thresholds:
         return default
     return thresholds["combined"] if combined and "combined" in thresholds else thresholds["head"]
+
+
+def _largest_modality(parts: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Row-wise largest normalized density part over the modalities (NaN only where every part is NaN)."""
+    return np.fmax.reduce(np.stack([parts[m] for m in MODALITIES]), axis=0)
 
 
 def _combine(head: np.ndarray, density: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

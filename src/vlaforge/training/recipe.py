@@ -97,7 +97,7 @@ def demo() -> TrainConfig:
     # image (measured: 73% vs 62% mean success after 1000 steps on the demo tasks)
     # bf16 autocast: 0.245 s vs 0.36 s per batch-64 step on this CPU (AMX); a step costs 0.28-0.33 s with
     # validation and checkpoints, so 2,200 steps take 10.4-12 minutes. Fewer steps were measured worse (2,000:
-    # 81.7%; batch 32 x 3,400: 80.0%, against 93.3% here): see benchmarks/results/demo_variants.md
+    # 81.7%; batch 32 x 3,400: 80.0%, against 93.3% here): benchmarks/results/demo_2000steps.md, demo_batch32.md
     return TrainConfig(policy=policy_presets.get("demo"), steps=2200, batch_size=64, lr=1e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
                        ckpt_interval=500, log_interval=50, num_workers=0, threads=2, augment=False, bf16=True,
