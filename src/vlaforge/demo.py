@@ -3,9 +3,9 @@
 1. collect 50 scripted demonstrations each of drawer-open, drawer-close and button-press-topdown (96 px corner camera);
 2. train one language-conditioned policy (the ``demo`` training preset);
 3. evaluate it on 20 unseen seeds per task (1000-1019) and print the table and the report's path. Chunks are
-   executed open loop over half the chunk (``DEMO_STRATEGY``, what benchmarks/results/demo.json measured); on
-   validation seeds 2000-2019 temporal ensembling was a tie with one checkpoint (98% vs 97%, 27% less jerk), so
-   ``--strategy ensemble`` is offered but not the default.
+   executed open loop over half the chunk (``DEMO_STRATEGY``, what benchmarks/results/demo.json measured);
+   ``--strategy ensemble`` is offered but not the default (a one-off ``vlaforge eval --seed 2000`` comparison on
+   validation seeds was a tie, 98% vs 97%; its checkpoint was since overwritten, so it is not a committed result).
 
 Re-running skips finished steps: a complete dataset is reused (an interrupted one is resumed), a finished training run
 is reused (an interrupted one is resumed exactly), and an evaluation of the same checkpoint is reused.
