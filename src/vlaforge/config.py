@@ -17,16 +17,19 @@ NORMALIZATIONS = ("mean_std", "quantile")
 
 @dataclass(frozen=True)
 class EmbodimentSpec:
-    """One robot: the size of its state vector and of its action vector."""
+    """One robot: the size of its state vector and of its action vector, and of the environment state its data
+    records (``observation.environment_state``; 0: none), the target of the auxiliary loss."""
 
     state_dim: int
     action_dim: int
+    env_state_dim: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("state_dim", "action_dim"):
+        for name in ("state_dim", "action_dim", "env_state_dim"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"EmbodimentSpec.{name}: expected a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "env_state_dim" else 1):
+                raise ValueError(f"EmbodimentSpec.{name}: expected a {'non-negative' if name == 'env_state_dim' else 'positive'}"
+                                 f" int, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class PolicyConfig:
     diffusion_sample_steps: int = 10
     head_width: int = 256  # width of the denoiser of the flow / diffusion heads
     head_depth: int = 2  # transformer layers of that denoiser
+    # auxiliary loss: predict the (normalized) environment state, object and goal positions, from the fusion
+    # readouts, weighted by this; 0: off. Training only (the policy never reads the environment state): it makes
+    # the image features say where the objects are, which the action loss alone learns slowly.
+    aux_env_weight: float = 0.0
     # normalization
     normalization: Literal["mean_std", "quantile"] = "quantile"
     min_spread: float = 0.0  # 0: a statistic with zero spread is an error; >0: spreads are floored here
@@ -110,6 +117,8 @@ class PolicyConfig:
             raise bad("vision_keypoints", "an int >= 0")
         if self.min_spread < 0:
             raise bad("min_spread", "a non-negative float")
+        if not self.aux_env_weight >= 0:
+            raise bad("aux_env_weight", "a non-negative float")
         if not self.vision_channels:
             raise bad("vision_channels", "at least one stage")
 

@@ -14,6 +14,7 @@ is reused (an interrupted one is resumed exactly), and an evaluation of the same
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,13 @@ def _dataset_complete(root: Path, tasks, episodes: int) -> bool:
     return all(counts.get(t, 0) >= episodes for t in tasks)
 
 
+def _has_env_state(root: Path) -> bool:
+    from vlaforge.data.reader import DatasetReader
+    from vlaforge.types import OBS_ENV_STATE
+
+    return OBS_ENV_STATE in DatasetReader(root).features
+
+
 def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_episodes: int = 20,
              workers: int = 2, train_preset: str = "demo", overrides: tuple[str, ...] = (),
              force_eval: bool = False, strategy: str = DEMO_STRATEGY) -> DemoResult:
@@ -52,7 +60,8 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
     from vlaforge.evaluation.report import format_table
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.training import build_config
-    from vlaforge.training.trainer import CONFIG_FILE, FINAL, resume, train
+    from vlaforge.training.checkpoint import STATE_FILE
+    from vlaforge.training.trainer import CONFIG_FILE, FINAL, LAST, resume, train
 
     root = Path(root)
     data, run, out = root / "data", root / "train", root / "eval"
@@ -80,12 +89,19 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
     if (ckpt / "config.json").is_file():
         res.skipped.append("train")
         print(f"[2/3] training run {run}: finished, reusing {ckpt}")
-    elif (run / CONFIG_FILE).is_file():
+    elif (run / LAST / STATE_FILE).is_file():
         print(f"[2/3] resuming the interrupted training run {run}")
         result = resume(run)
         ckpt = result.checkpoint
     else:
+        if (run / CONFIG_FILE).is_file():  # a run stopped before its first checkpoint: nothing to keep but logs
+            print(f"[2/3] {run} holds no training checkpoint (it stopped before the first); starting it afresh")
+            shutil.rmtree(run)
         config = build_config(train_preset, [f"dataset={data}", f"out={run}", *overrides])
+        if config.policy.aux_env_weight > 0 and not _has_env_state(data):
+            print(f"      note: {data} was recorded without observation.environment_state; training without the "
+                  f"auxiliary loss (collect into a new directory for the recipe as measured)")
+            config = config.replace(policy=config.policy.replace(aux_env_weight=0.0))
         print(f"[2/3] training the {train_preset!r} preset ({config.steps} steps, head {config.policy.head}) in {run}")
         result = train(config)
         if result.status != "finished":

@@ -31,7 +31,7 @@ from vlaforge.models.encoders import LANGUAGE_DIM, StateEncoder, VisionEncoder, 
 from vlaforge.models.fusion import Fusion
 from vlaforge.models.heads import make_head
 from vlaforge.processing.normalize import Normalizer, as_stats, stats_to_json
-from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_STATE, TASK, image_key
+from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "norm_stats.json"
@@ -55,7 +55,13 @@ class Policy(nn.Module):
                 raise ValueError(f"embodiment name: expected letters, digits, '_' or '-', got {emb!r}")
             if emb not in self._stats:
                 raise ValueError(f"stats: missing embodiment {emb!r}; stats has {sorted(self._stats)}")
-            for key, want in ((OBS_STATE, spec.state_dim), (ACTION, spec.action_dim)):
+            checks = [(OBS_STATE, spec.state_dim), (ACTION, spec.action_dim)]
+            if config.aux_env_weight > 0 and spec.env_state_dim:
+                if OBS_ENV_STATE not in self._stats[emb]:
+                    raise ValueError(f"stats[{emb!r}]: missing {OBS_ENV_STATE!r}, the auxiliary target "
+                                     f"(aux_env_weight={config.aux_env_weight}, env_state_dim={spec.env_state_dim})")
+                checks.append((OBS_ENV_STATE, spec.env_state_dim))
+            for key, want in checks:
                 got = self._stats[emb][key]["mean"].shape[0]
                 if got != want:
                     raise ValueError(f"stats[{emb!r}][{key!r}]: expected {want} dimensions (EmbodimentSpec), got {got}")
@@ -87,6 +93,10 @@ class Policy(nn.Module):
         for e, s in config.embodiments.items():
             low, high = self.normalizer.normalized_range(self._stats, e, ACTION)
             self.heads[e] = make_head(config.head, d, config.chunk_size, s.action_dim, low, high, config)
+        # auxiliary heads (training only, parameter group: heads): fusion readouts -> environment state
+        self.aux_heads = nn.ModuleDict({
+            e: nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, s.env_state_dim))
+            for e, s in config.embodiments.items() if config.aux_env_weight > 0 and s.env_state_dim > 0})
         self._pos_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     # -- properties --------------------------------------------------------------------------------------------
@@ -108,8 +118,8 @@ class Policy(nn.Module):
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in PARAMETER_GROUPS}
         for name, p in self.named_parameters():
             top = name.split(".", 1)[0]
-            group = {"vision": "vision", "language": "language", "state_encoders": "state", "heads": "heads"}.get(
-                top, "fusion")
+            group = {"vision": "vision", "language": "language", "state_encoders": "state", "heads": "heads",
+                     "aux_heads": "heads"}.get(top, "fusion")
             groups[group].append((name, p))
         return groups
 
@@ -253,7 +263,11 @@ class Policy(nn.Module):
 
     # -- training ----------------------------------------------------------------------------------------------
     def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean loss over the batch (each embodiment's head on its own rows) and plain-float info for logging."""
+        """Mean loss over the batch (each embodiment's head on its own rows) and plain-float info for logging.
+
+        With ``aux_env_weight`` > 0 and ``observation.environment_state`` in the batch, the loss adds that weight
+        times the mean squared error of the auxiliary head's prediction of the normalized environment state
+        (info ``aux_env/<embodiment>``); ``loss/<embodiment>`` is the action loss alone."""
         if ACTION not in batch:
             raise KeyError(f"{ACTION}: missing from the batch; got keys {sorted(batch)}")
         cond, embs = self.encode(batch)
@@ -275,10 +289,24 @@ class Policy(nn.Module):
                 raise ValueError(f"{ACTION}: expected {dim} dimensions for embodiment {e!r}, got {a.shape[2]}")
             a = self.normalizer.normalize(a[..., :dim], e, ACTION)
             loss_e = self.heads[e].loss(cond[ix], a, pad[ix])
-            total = total + loss_e * (len(ix) / b)
             info[f"loss/{e}"] = float(loss_e.detach())
+            if e in self.aux_heads and OBS_ENV_STATE in batch:
+                aux = self._aux_env_loss(cond[ix], torch.as_tensor(batch[OBS_ENV_STATE])[ix.cpu()], e)
+                info[f"aux_env/{e}"] = float(aux.detach())
+                loss_e = loss_e + self.config.aux_env_weight * aux
+            total = total + loss_e * (len(ix) / b)
         info["loss"] = float(total.detach())
         return total, info
+
+    def _aux_env_loss(self, cond: torch.Tensor, env: torch.Tensor, e: str) -> torch.Tensor:
+        """Readouts (b, H, d) and environment states (b, E') -> MSE of the auxiliary prediction, normalized units."""
+        dim = self.config.embodiments[e].env_state_dim
+        env = env.to(self.device, torch.float32)
+        if env.ndim != 2 or env.shape[1] < dim:
+            raise ValueError(f"{OBS_ENV_STATE}: expected shape (B, {dim}) for embodiment {e!r}, got {tuple(env.shape)}")
+        target = self.normalizer.normalize(env[:, :dim], e, OBS_ENV_STATE)
+        pred = self.aux_heads[e](cond.mean(1)).float()  # (b, E)
+        return torch.nn.functional.mse_loss(pred, target)
 
     # -- inference ---------------------------------------------------------------------------------------------
     def frame_to_batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:

@@ -74,6 +74,33 @@ def test_collect_records_expert_demonstrations(tmp_path):
     assert all(cols["next.success"][ends - 3])
     info = json.loads((out / "meta/info.json").read_text())
     assert info["features"]["observation.state"]["names"] == ["hand_x", "hand_y", "hand_z", "gripper_opening"]
+    # the environment state is recorded: reach-v3's goal stays put within an episode and differs between seeds
+    assert info["features"]["observation.environment_state"]["shape"] == [9]
+    env = r.columns(["observation.environment_state"])["observation.environment_state"]  # (N, 9)
+    first, second = env[: r.episodes[0].length], env[r.episodes[0].length:]
+    assert np.ptp(first[:, 6:], axis=0).max() < 1e-6 and np.abs(first[0, 6:] - second[0, 6:]).max() > 1e-3
+
+
+def test_collect_resumes_a_dataset_recorded_without_environment_state(tmp_path):
+    """Datasets collected before the environment state was recorded keep their features when resumed."""
+    from vlaforge.data import DatasetRecorder
+    from vlaforge.sim.metaworld import MetaWorldEnv, instruction
+
+    out = tmp_path / "old"
+    env = MetaWorldEnv("reach-v3", cameras=("corner",), image_size=16)
+    obs, _ = env.reset(seed=0)
+    with DatasetRecorder(out, fps=80, cameras=("corner",), image_size=16) as rec:
+        for _ in range(3):
+            rec.add_frame({k: v for k, v in obs.items() if k != "observation.environment_state"}
+                          | {"action": env.expert_action()})
+            obs, *_ = env.step(env.expert_action())
+        rec.save_episode(task="reach-v3", seed=0, success=False, instruction=instruction("reach-v3"))
+    env.close()
+    s = collect(CollectConfig(out=out, tasks=["reach-v3"], episodes_per_task=1, image_size=16, resume=True,
+                              progress=False))
+    assert s.per_task["reach-v3"].kept == 1
+    r = DatasetReader(out)
+    assert r.num_episodes == 2 and "observation.environment_state" not in r.features
 
 
 def test_dataset_info_cli(tmp_path, small_dataset):

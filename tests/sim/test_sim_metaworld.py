@@ -47,13 +47,19 @@ def _fresh_mt1(task: str, seed: int):
 
 def test_observation_spec_and_dtypes(drawer):
     obs, info = drawer.reset(seed=1)
-    assert set(obs) == {*IMAGE_KEYS, "observation.state", "task", "embodiment"}
+    assert set(obs) == {*IMAGE_KEYS, "observation.state", "observation.environment_state", "task", "embodiment"}
     for key in IMAGE_KEYS:
         assert obs[key].shape == (64, 64, 3) and obs[key].dtype == np.uint8
         assert obs[key].flags["C_CONTIGUOUS"]
     assert obs["observation.state"].shape == (4,) and obs["observation.state"].dtype == np.float32
     np.testing.assert_array_equal(obs["observation.state"], drawer.raw_obs[:4].astype(np.float32))
     assert drawer.raw_obs.shape == (39,)
+    # environment state: the drawer handle's position (object 1), no second object, the goal
+    env_state = obs["observation.environment_state"]
+    assert env_state.shape == (9,) and env_state.dtype == np.float32
+    raw = drawer.raw_obs
+    np.testing.assert_array_equal(env_state, np.concatenate([raw[4:7], raw[11:14], raw[36:39]]).astype(np.float32))
+    assert np.all(env_state[3:6] == 0) and np.abs(env_state[:3]).max() > 0.05 and np.abs(env_state[6:]).max() > 0.05
     assert obs["task"] == instruction("drawer-open-v3") == "open the drawer"
     assert obs["embodiment"] == "sawyer"
     assert info["seed"] == 1

@@ -80,7 +80,8 @@ def test_finetune_on_a_new_embodiment_trains_its_fresh_modules_in_align(tiny_dat
     assert cfg.policy.d_model == 64, "--init takes the architecture from the checkpoint"
     train(cfg, should_stop=lambda step: step == 2)  # stop at the end of align
     resolved = json.loads((run / "config.json").read_text())["policy"]["embodiments"]
-    assert resolved == {"sawyer": {"state_dim": 4, "action_dim": 4}, "franka": {"state_dim": 6, "action_dim": 3}}
+    assert resolved == {"sawyer": {"state_dim": 4, "action_dim": 4, "env_state_dim": 0},
+                        "franka": {"state_dim": 6, "action_dim": 3, "env_state_dim": 0}}
     before, after = tensors(ckpt / "model.safetensors"), tensors(run / "checkpoints/last/policy/model.safetensors")
     state = json.loads((run / "checkpoints/last/state.json").read_text())
     assert state["fresh"] and all("franka" in n for n in state["fresh"])

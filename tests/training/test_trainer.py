@@ -42,7 +42,7 @@ def test_debug_preset_trains_then_resumes(tiny_dataset, tmp_path):
     assert "resuming at step 3" in text and "parameters train" in text
     # the resolved config: embodiments and dims from the dataset
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["policy"]["embodiments"] == {"sawyer": {"state_dim": 4, "action_dim": 4}}
+    assert cfg["policy"]["embodiments"] == {"sawyer": {"state_dim": 4, "action_dim": 4, "env_state_dim": 0}}
     assert main(["--resume", str(run)]) == 2  # finished: nothing to resume, said clearly
 
     # the EMA differs from the raw weights, and it is what gets saved as the policy

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vlaforge.types import ACTION, OBS_STATE
+from vlaforge.types import ACTION, OBS_ENV_STATE, OBS_STATE
 
 #: evaluation uses seeds from here on; demonstrations should stay below
 EVAL_SEED_START = 1000
@@ -150,13 +150,20 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
     from tqdm import tqdm
 
+    from vlaforge.data import format as fmt
     from vlaforge.data.recorder import DatasetRecorder
-    from vlaforge.sim.metaworld import EMBODIMENT_NAME, MetaWorldEnv, instruction
+    from vlaforge.sim.metaworld import EMBODIMENT_NAME, ENV_STATE_NAMES, MetaWorldEnv, instruction
 
     t0 = time.perf_counter()
     if cfg.episodes_per_task < 1:
         raise ValueError(f"episodes_per_task: expected >= 1, got {cfg.episodes_per_task}")
     fps = int(MetaWorldEnv.metadata["render_fps"])
+    # object and goal positions are recorded (an auxiliary training target); a dataset recorded before they were
+    # is resumed without them
+    env_names: tuple[str, ...] = ENV_STATE_NAMES
+    info_path = Path(cfg.out) / fmt.INFO_PATH
+    if cfg.resume and info_path.is_file() and OBS_ENV_STATE not in fmt.load_info(Path(cfg.out))["features"]:
+        env_names = ()
     rec = DatasetRecorder(
         cfg.out,
         fps=fps,
@@ -165,6 +172,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         robot_type=EMBODIMENT_NAME,
         state_names=STATE_NAMES,
         action_names=ACTION_NAMES,
+        env_state_dim=len(env_names),
+        env_state_names=env_names or None,
         resume=cfg.resume,
     )
     summary = CollectSummary(out=Path(cfg.out))
@@ -205,6 +214,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             tally.failed += 0 if ok else 1
             if kind == "episode":
                 for f in frames:
+                    if not env_names:
+                        f.pop(OBS_ENV_STATE, None)
                     rec.add_frame(f)
                 rec.save_episode(task=task, seed=seed, success=ok, instruction=texts[task])
                 tally.kept += 1

@@ -23,7 +23,7 @@ from vlaforge.data import format as fmt
 from vlaforge.data.format import DatasetFormatError
 from vlaforge.data.reader import DatasetReader
 from vlaforge.data.stats import policy_stats
-from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_STATE, TASK
+from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK
 
 CACHE_DIR = fmt.WORK_DIR + "/cache"
 SPLITS = ("train", "val", "all")
@@ -168,7 +168,8 @@ class ChunkDataset(torch.utils.data.Dataset):
     ``observation.images.<cam>`` float32 (3, H, W) in [0, 1] (random shift of up to ``shift`` pixels when
     ``augment``), ``observation.state`` (P,), ``action`` (H, D): the actions from this frame on, the last action
     repeated past the episode end, ``action_is_pad`` bool (H,) marking those, ``task`` (the instruction; with
-    ``paraphrase`` one of the task's instructions at random), ``embodiment`` (the dataset's robot_type).
+    ``paraphrase`` one of the task's instructions at random), ``embodiment`` (the dataset's robot_type), and with
+    ``env_state`` ``observation.environment_state`` (E,) (an auxiliary training target; also in ``stats``).
     """
 
     def __init__(
@@ -184,6 +185,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         shift: int = 4,
         cache_dir: str | Path | None = None,
         progress: bool = True,
+        env_state: bool = False,
     ):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
@@ -204,9 +206,18 @@ class ChunkDataset(torch.utils.data.Dataset):
             int(shift),
         )
         self.embodiment = reader.robot_type
-        cols = reader.columns([OBS_STATE, ACTION])
+        if env_state and OBS_ENV_STATE not in reader.features:
+            raise DatasetFormatError(
+                f"{reader.root}: feature {OBS_ENV_STATE!r} is missing (asked for as an auxiliary target); "
+                f"features: {sorted(reader.features)}. Datasets collected by `vlaforge collect` record it; "
+                f"otherwise set policy.aux_env_weight=0"
+            )
+        keys = [OBS_STATE, ACTION] + ([OBS_ENV_STATE] if env_state else [])
+        cols = reader.columns(keys)
         self._state = np.ascontiguousarray(cols[OBS_STATE], dtype=np.float32)  # (N, P)
         self._action = np.ascontiguousarray(cols[ACTION], dtype=np.float32)  # (N, D)
+        self._env = (np.ascontiguousarray(cols[OBS_ENV_STATE], dtype=np.float32).reshape(reader.num_frames, -1)
+                     if env_state else None)  # (N, E)
         ends = np.empty(reader.num_frames, dtype=np.int64)
         for ep in reader.episodes:
             ends[ep.start : ep.start + ep.length] = ep.start + ep.length
@@ -281,6 +292,8 @@ class ChunkDataset(torch.utils.data.Dataset):
                 img = self._random_shift(img, rng)
             item[key] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
         item[OBS_STATE] = torch.from_numpy(self._state[g].copy())
+        if self._env is not None:
+            item[OBS_ENV_STATE] = torch.from_numpy(self._env[g].copy())
         item[ACTION] = torch.from_numpy(self._action[steps])  # (H, D)
         item[ACTION_IS_PAD] = torch.from_numpy(pad)
         texts = self._texts[int(self._ep_of[g])]
@@ -303,7 +316,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         """``{embodiment: {observation.state: {mean, std, min, max, q01, q99}, action: {...}}}`` over every
         frame of the dataset (all splits, so train and val normalize alike)."""
         if self._stats is None:
-            self._stats = policy_stats(self._state, self._action, self.embodiment)
+            self._stats = policy_stats(self._state, self._action, self.embodiment, self._env)
         return self._stats
 
     @property

@@ -158,13 +158,17 @@ def make_features(
     action_dim: int,
     state_names: Sequence[str] | None = None,
     action_names: Sequence[str] | None = None,
+    env_state_dim: int = 0,
+    env_state_names: Sequence[str] | None = None,
 ) -> dict[str, dict]:
-    """The features of a vlaforge recording, in LeRobot's ``info.json`` form (DEFAULT_FEATURES last)."""
-    from vlaforge.types import ACTION, OBS_STATE, image_key
+    """The features of a vlaforge recording, in LeRobot's ``info.json`` form (DEFAULT_FEATURES last).
+    ``env_state_dim`` > 0 adds ``observation.environment_state``."""
+    from vlaforge.types import ACTION, OBS_ENV_STATE, OBS_STATE, image_key
 
     for what, names, dim in (
         ("state_names", state_names, state_dim),
         ("action_names", action_names, action_dim),
+        ("env_state_names", env_state_names, env_state_dim),
     ):
         if names is not None and len(names) != dim:
             raise ValueError(f"{what}: expected {dim} names, got {len(names)}: {list(names)}")
@@ -180,6 +184,12 @@ def make_features(
             "names": list(action_names) if action_names else None,
         },
     }
+    if env_state_dim > 0:
+        feats[OBS_ENV_STATE] = {
+            "dtype": "float32",
+            "shape": [int(env_state_dim)],
+            "names": list(env_state_names) if env_state_names else None,
+        }
     for cam in cameras:
         feats[image_key(cam)] = {
             "dtype": "video",

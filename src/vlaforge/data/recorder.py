@@ -39,7 +39,7 @@ from vlaforge.data.reader import (
     derive_tasks,
     list_staged,
 )
-from vlaforge.types import ACTION, EMBODIMENT, OBS_STATE, TASK, image_key
+from vlaforge.types import ACTION, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
 LOCK_FILE = fmt.WORK_DIR + "/writer.lock"
 
@@ -64,6 +64,8 @@ class DatasetRecorder:
         action_dim: int = 4,
         state_names: Sequence[str] | None = None,
         action_names: Sequence[str] | None = None,
+        env_state_dim: int = 0,
+        env_state_names: Sequence[str] | None = None,
         video: vid.VideoSettings | None = None,
         resume: bool = False,
         pack_every: int = 50,
@@ -81,9 +83,10 @@ class DatasetRecorder:
         self.video = video or vid.VideoSettings()
         self.pack_every = max(1, int(pack_every))
         self.features = fmt.make_features(
-            self.cameras, self.image_size, state_dim, action_dim, state_names, action_names
+            self.cameras, self.image_size, state_dim, action_dim, state_names, action_names,
+            env_state_dim, env_state_names,
         )
-        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
+        self.state_dim, self.action_dim, self.env_state_dim = int(state_dim), int(action_dim), int(env_state_dim)
         self._lock_fd: int | None = None
         self._buffer: list[dict[str, Any]] = []
         self._closed = False
@@ -194,10 +197,13 @@ class DatasetRecorder:
     # ------------------------------------------------------------------ frames and episodes
 
     def add_frame(self, frame: Mapping[str, Any]) -> None:
-        """Buffer one frame: ``observation.state`` (P,), ``action`` (D,), each camera uint8 (H, W, 3)."""
+        """Buffer one frame: ``observation.state`` (P,), ``action`` (D,), each camera uint8 (H, W, 3), and
+        ``observation.environment_state`` (E,) when the recorder was made with ``env_state_dim`` E > 0."""
         if self._closed:
             raise RuntimeError("add_frame: the recorder is closed")
         allowed = {OBS_STATE, ACTION, fmt.SUCCESS, TASK, EMBODIMENT, *(image_key(c) for c in self.cameras)}
+        if self.env_state_dim:
+            allowed.add(OBS_ENV_STATE)
         extra = sorted(set(frame) - allowed)
         if extra:
             raise KeyError(f"add_frame: unexpected keys {extra}; expected {sorted(allowed)}")
@@ -205,7 +211,10 @@ class DatasetRecorder:
         if emb is not None and emb != self.robot_type:
             raise ValueError(f"add_frame: embodiment: expected {self.robot_type!r}, got {emb!r}")
         out: dict[str, Any] = {}
-        for key, dim in ((OBS_STATE, self.state_dim), (ACTION, self.action_dim)):
+        dims = [(OBS_STATE, self.state_dim), (ACTION, self.action_dim)]
+        if self.env_state_dim:
+            dims.append((OBS_ENV_STATE, self.env_state_dim))
+        for key, dim in dims:
             if key not in frame:
                 raise KeyError(f"add_frame: missing {key!r}")
             v = np.asarray(frame[key], dtype=np.float32)
@@ -260,6 +269,8 @@ class DatasetRecorder:
             "index": np.arange(start, start + n, dtype=np.int64),
             "task_index": np.full(n, task_index, dtype=np.int64),
         }
+        if self.env_state_dim:
+            cols[OBS_ENV_STATE] = np.stack([f[OBS_ENV_STATE] for f in frames])  # (n, E)
         staging = self.root / STAGING_DIR
         tmp = staging / f".tmp-episode-{idx:06d}"
         final = staging / f"episode-{idx:06d}"

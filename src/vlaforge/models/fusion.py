@@ -6,8 +6,11 @@ each with a learned modality-type embedding. The outputs at the query positions,
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 TYPE_EMBODIMENT, TYPE_LANGUAGE, TYPE_IMAGE, TYPE_STATE, TYPE_QUERY = range(5)
 
@@ -31,5 +34,8 @@ class Fusion(nn.Module):
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)
         seq = torch.cat([embodiment + te[TYPE_EMBODIMENT], language + te[TYPE_LANGUAGE], images + te[TYPE_IMAGE],
                          state + te[TYPE_STATE], queries + te[TYPE_QUERY]], dim=1)  # (B, T, d)
-        out = self.encoder(seq)
+        # on CPU the plain (math) attention: the fused CPU flash-attention kernel's backward took a quarter of a
+        # training step for these ~40-token sequences; elsewhere PyTorch chooses
+        with sdpa_kernel(SDPBackend.MATH) if seq.device.type == "cpu" else contextlib.nullcontext():
+            out = self.encoder(seq)
         return self.norm(out[:, -self.queries.shape[0]:])  # (B, H, d)

@@ -9,6 +9,10 @@ Two modes:
 
 A missing key or a zero spread is an error, never a silent identity. ``min_spread > 0`` floors the spread
 explicitly (it is saved in the policy config), for dimensions that really are constant in the data.
+
+``observation.environment_state`` (optional: kept and normalized when the statistics have it) is only an
+auxiliary training target; its spread is floored at ``ENV_MIN_SPREAD`` (a coordinate that never moves, such as
+the second object of a one-object task, is a target of zero after normalization).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from vlaforge.types import NORMALIZED_KEYS, STAT_NAMES
+from vlaforge.types import NORMALIZED_KEYS, OBS_ENV_STATE, OPTIONAL_NORMALIZED_KEYS, STAT_NAMES
 
 Stats = dict[str, dict[str, dict[str, np.ndarray]]]
+ENV_MIN_SPREAD = 1e-3  # floor of the environment state's spread (metres in Meta-World)
 
 
 def as_stats(raw: Mapping[str, Any], required_keys=NORMALIZED_KEYS) -> Stats:
@@ -32,7 +37,7 @@ def as_stats(raw: Mapping[str, Any], required_keys=NORMALIZED_KEYS) -> Stats:
         if not isinstance(per_key, Mapping):
             raise ValueError(f"stats[{emb!r}]: expected a dict keyed by {list(required_keys)}, got {type(per_key).__name__}")
         out[emb] = {}
-        for key in required_keys:
+        for key in (*required_keys, *(k for k in OPTIONAL_NORMALIZED_KEYS if k in per_key)):
             if key not in per_key:
                 raise ValueError(f"stats[{emb!r}]: missing key {key!r}; present: {sorted(per_key)}")
             out[emb][key] = {}
@@ -67,14 +72,15 @@ class Normalizer:
         self._torch_cache: dict[tuple[str, str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         for emb, per_key in stats.items():
             for key, s in per_key.items():
-                if key not in NORMALIZED_KEYS:
+                if key not in NORMALIZED_KEYS and key not in OPTIONAL_NORMALIZED_KEYS:
                     continue
                 if mode == "mean_std":
                     center, scale = s["mean"], s["std"]
                 else:
                     center, scale = (s["q99"] + s["q01"]) / 2, (s["q99"] - s["q01"]) / 2
                 scale = scale.astype(np.float32)
-                zero = np.nonzero(~(scale > 0))[0] if self.min_spread == 0 else np.array([], dtype=int)
+                floor = ENV_MIN_SPREAD if key == OBS_ENV_STATE else self.min_spread
+                zero = np.nonzero(~(scale > 0))[0] if floor == 0 else np.array([], dtype=int)
                 if zero.size:
                     which = "std" if mode == "mean_std" else "q99 - q01"
                     raise ValueError(
@@ -82,7 +88,7 @@ class Normalizer:
                         f"dimension cannot be normalized. Set PolicyConfig.min_spread > 0 to floor the spread explicitly."
                     )
                 self.center[(emb, key)] = center.astype(np.float32)
-                self.scale[(emb, key)] = np.maximum(scale, self.min_spread).astype(np.float32)
+                self.scale[(emb, key)] = np.maximum(scale, floor).astype(np.float32)
 
     def dim(self, embodiment: str, key: str) -> int:
         return int(self.center[(embodiment, key)].shape[0])

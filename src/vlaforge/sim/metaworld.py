@@ -6,7 +6,9 @@
     info["is_success"]                      # bool
 
 Observation: ``observation.images.<camera>`` uint8 (S, S, 3) upright, ``observation.state``
-float32 (4,) = hand xyz + gripper opening, ``task`` (the instruction), ``embodiment`` ("sawyer").
+float32 (4,) = hand xyz + gripper opening, ``task`` (the instruction), ``embodiment`` ("sawyer"),
+``observation.environment_state`` float32 (9,) = first object xyz, second object xyz (zeros when the task
+has one), goal xyz (recorded as an auxiliary training target; a policy does not read it).
 Action: float32 (4,) in [-1, 1] = hand xyz velocity + gripper effort (clipped to the box).
 
 Seed convention: episode seed ``s`` is the layout (object and goal positions) of a fresh
@@ -50,7 +52,7 @@ from vlaforge.sim.instructions import (  # noqa: E402,F401  (re-exported)
     instructions,
     resolve_tasks,
 )
-from vlaforge.types import EMBODIMENT, OBS_STATE, TASK, image_key  # noqa: E402
+from vlaforge.types import EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key  # noqa: E402
 
 __all__ = [
     "CAMERAS", "DERIVED_TASKS", "EMBODIMENT_NAME", "METAWORLD_TASKS", "PUCK_TOUCH_RADIUS", "TASK_SETS",
@@ -59,6 +61,10 @@ __all__ = [
 ]
 
 EMBODIMENT_NAME = "sawyer"
+#: ``observation.environment_state``: Meta-World's object and goal positions (its 39-d observation's
+#: [4:7], [11:14] and [36:39]; the quaternions and the previous frame are left out)
+ENV_STATE_NAMES = ("obj1_x", "obj1_y", "obj1_z", "obj2_x", "obj2_y", "obj2_z", "goal_x", "goal_y", "goal_z")
+_ENV_STATE_INDEX = np.r_[4:7, 11:14, 36:39]
 #: Cameras of the Meta-World scene (xyz_base.xml).
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 #: Cameras whose image-y axis points down in the world: their frames are turned 180 degrees
@@ -189,6 +195,7 @@ class MetaWorldEnv(gym.Env):
                                   np.append(hand.high, 1.0).astype(np.float32), (4,), np.float32),
             TASK: spaces.Text(max_length=max(256, len(self.instruction)), charset=charset),
             EMBODIMENT: spaces.Text(max_length=64, charset=_TEXT_CHARSET),
+            OBS_ENV_STATE: spaces.Box(-np.inf, np.inf, (len(ENV_STATE_NAMES),), np.float32),
         })
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
 
@@ -353,6 +360,7 @@ class MetaWorldEnv(gym.Env):
     def _observation(self) -> dict:
         obs = {image_key(c): self.render_camera(c) for c in self.cameras}
         obs[OBS_STATE] = self._raw_obs[:4].astype(np.float32)  # (4,) hand xyz + gripper opening
+        obs[OBS_ENV_STATE] = self._raw_obs[_ENV_STATE_INDEX].astype(np.float32)  # (9,) objects + goal xyz
         obs[TASK] = self.instruction
         obs[EMBODIMENT] = EMBODIMENT_NAME
         return obs

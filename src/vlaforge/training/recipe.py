@@ -95,10 +95,12 @@ def demo() -> TrainConfig:
     2-core CPU (one stage, high learning rate, short warm-up, fast EMA)."""
     # augmentation off: random shifts of +-4 px blur the drawer / button position the policy must read from the
     # image (measured: 73% vs 62% mean success after 1000 steps on the demo tasks)
-    # bf16 autocast: 0.245 s vs 0.36 s per batch-64 step on this CPU (AMX); a step costs 0.28-0.33 s with
-    # validation and checkpoints, so 2,200 steps take 10.4-12 minutes. Fewer steps were measured worse (2,000:
-    # 81.7%; batch 32 x 3,400: 80.0%, against 93.3% here): benchmarks/results/demo_2000steps.md, demo_batch32.md
-    return TrainConfig(policy=policy_presets.get("demo"), steps=2200, batch_size=64, lr=1e-3, warmup=0.03,
+    # auxiliary loss on the recorded object positions (policy.aux_env_weight, docs/training.md): without it 2,200
+    # steps reached 81.7-93.3% (button-press 45-80%, benchmarks/results/demo*.md); with it 100% and a validation
+    # loss at 1,500 steps (0.018) below the old runs' final one (0.029): benchmarks/results/demo_aux.md.
+    # bf16 autocast, channels-last convolutions and math attention on CPU: ~0.25 s per batch-64 step here.
+    return TrainConfig(policy=policy_presets.get("demo").replace(aux_env_weight=1.0), steps=1800, batch_size=64,
+                       lr=1e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
                        ckpt_interval=500, log_interval=50, num_workers=0, threads=2, augment=False, bf16=True,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
@@ -108,7 +110,8 @@ def demo() -> TrainConfig:
 def mt10() -> TrainConfig:
     """The MT10 benchmark: the ``demo`` policy on ten tasks (500 demonstrations), sized for about 90 minutes on a
     2-core CPU."""
-    return TrainConfig(policy=policy_presets.get("demo"), steps=12_000, batch_size=64, lr=1e-3, warmup=0.02, augment=False,
+    return TrainConfig(policy=policy_presets.get("demo").replace(aux_env_weight=1.0), steps=12_000, batch_size=64,
+                       lr=1e-3, warmup=0.02, augment=False,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.999, val_interval=1000, val_batches=8,
                        ckpt_interval=1000, log_interval=100, num_workers=0, threads=2,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))

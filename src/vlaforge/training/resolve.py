@@ -18,7 +18,7 @@ from typing import Any
 
 from vlaforge.config import EmbodimentSpec, PolicyConfig
 from vlaforge.training.config import TrainConfig
-from vlaforge.types import ACTION, OBS_STATE, image_key
+from vlaforge.types import ACTION, OBS_ENV_STATE, OBS_STATE, image_key
 
 INIT_MIN_FRACTION = 0.5  # fewer matching tensors than this means the configs do not describe the same model
 
@@ -51,7 +51,9 @@ def resolve_policy(config: TrainConfig, data_stats: Mapping[str, Any]) -> tuple[
                 embs[e] = spec
                 stats.setdefault(e, init_stats[e])
         for e, s in data_stats.items():
-            embs[e] = EmbodimentSpec(state_dim=len(s[OBS_STATE]["mean"]), action_dim=len(s[ACTION]["mean"]))
+            env_dim = len(s[OBS_ENV_STATE]["mean"]) if policy.aux_env_weight > 0 and OBS_ENV_STATE in s else 0
+            embs[e] = EmbodimentSpec(state_dim=len(s[OBS_STATE]["mean"]), action_dim=len(s[ACTION]["mean"]),
+                                     env_state_dim=env_dim)
         policy = policy.replace(embodiments=embs)
     else:
         for e in policy.embodiments:

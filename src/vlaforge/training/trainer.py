@@ -154,7 +154,8 @@ def open_datasets(config: TrainConfig, is_main: bool):
 
     if not config.dataset:
         raise ValueError("dataset: expected a dataset directory (--dataset DIR), got nothing")
-    common = {"chunk_size": config.policy.chunk_size, "seed": config.seed, "progress": is_main}
+    common = {"chunk_size": config.policy.chunk_size, "seed": config.seed, "progress": is_main,
+              "env_state": config.policy.aux_env_weight > 0}
     train_ds = ChunkDataset(config.dataset, split="train", augment=config.augment, paraphrase=config.paraphrase,
                             **common)
     val_ds = ChunkDataset(config.dataset, split="val", augment=False, paraphrase=False, **common)
@@ -480,7 +481,7 @@ class _Accumulator:
     """Sums of per-step numbers between log lines; averaged over steps (and ranks) when logged."""
 
     def __init__(self, embodiments: list[str]):
-        self.keys = ["loss"] + [f"loss/{e}" for e in embodiments]
+        self.keys = ["loss"] + [f"loss/{e}" for e in embodiments] + [f"aux_env/{e}" for e in embodiments]
         self.reset()
 
     def reset(self) -> None:
