@@ -57,7 +57,8 @@ def main() -> None:
 
     from vlaforge.data.collect import CollectConfig, collect
     from vlaforge.demo import _dataset_complete
-    from vlaforge.training import build_config, resume, train
+    from vlaforge.training import build_config
+    from vlaforge.training.trainer import train_or_resume
 
     root = Path(args.root)
     data, run = root / "data", root / "train"
@@ -65,13 +66,9 @@ def main() -> None:
     if not _dataset_complete(data, tasks, 50):
         collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=96, workers=args.workers,
                               resume=data.exists()))
-    if not (run / "checkpoint" / "config.json").is_file():
-        if (run / "config.json").is_file():
-            resume(run)
-        else:
-            # the reach experts never use the gripper: its action is a constant 0, which the normalizer refuses
-            # unless a floor on the spread is set explicitly
-            train(build_config(args.preset, [f"dataset={data}", f"out={run}", "policy.min_spread=0.001", *args.set]))
+    # the reach experts never use the gripper: its action is a constant 0, which the normalizer refuses unless a
+    # floor on the spread is set explicitly
+    train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", "policy.min_spread=0.001", *args.set]))
     rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, root / "eval")
     if args.mt10_checkpoint:
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers, root / "eval-mt10")

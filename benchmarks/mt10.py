@@ -6,7 +6,7 @@
 Goal: mean success >= 80% with <= 90 minutes of training on the 2-core CPU machine. Published image-based
 results on the same ten tasks, for reference: Diffusion Policy 67.1% and 3D Diffusion Policy 75.5% (single-task
 policies, 10 demonstrations each, best-of-5 evaluations; DP3 paper, Table XVIII); SmolVLA (0.45 B) 57.3% on all of
-MT50 with one policy. Writes benchmarks/results/mt10_<head>.json and .md.
+MT50 with one policy. Writes benchmarks/results/mt10_<head>.json and .md (``--name`` for variants).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--strategy", default="recycle", choices=["recycle", "ensemble", "async"],
                     help="chunk execution in evaluation (recycle: open loop over half the chunk)")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
+    ap.add_argument("--name", default="", help="results file name under benchmarks/results/ (default mt10_<head>)")
     args = ap.parse_args()
 
     from vlaforge.data.collect import CollectConfig, collect
@@ -40,22 +41,21 @@ def main() -> None:
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.policy import Policy
     from vlaforge.sim.metaworld import resolve_tasks
-    from vlaforge.training import build_config, resume, train
+    from vlaforge.training import build_config
+    from vlaforge.training.trainer import train_or_resume
 
     tasks = resolve_tasks("mt10")
     root = Path(args.root)
     data, run, out = root / "data", root / f"train-{args.head}", root / f"eval-{args.head}"
+    if args.name:
+        run, out = root / f"train-{args.name}", root / f"eval-{args.name}"
     t0 = time.perf_counter()
     if not _dataset_complete(data, tasks, 50):
         collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=96, workers=args.workers,
                               resume=data.exists()))
     t_collect = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if not (run / "checkpoint" / "config.json").is_file():
-        if (run / "config.json").is_file():
-            resume(run)
-        else:
-            train(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}", *args.set]))
+    train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}", *args.set]))
     t_train = time.perf_counter() - t0
     train_minutes = _train_minutes(run) or t_train / 60
     ckpt = run / "checkpoint"
@@ -72,7 +72,7 @@ def main() -> None:
               f"chunk latency p50 {res['overall']['chunk_latency_ms_p50']} ms. References: "
               + ", ".join(f"{k} {v * 100:.1f}%" for k, v in REFERENCE.items()) + ".\n")
     cfg = json.loads((run / "config.json").read_text())
-    write(f"mt10_{args.head}", {
+    write(args.name or f"mt10_{args.head}", {
         "head": args.head, "tasks": res["tasks"], "mean_success": res["overall"]["success_rate"],
         "params": policy.num_parameters(), "train_minutes": round(train_minutes, 1),
         "collect_minutes": round(t_collect / 60, 1), "eval_minutes": round(t_eval / 60, 1),

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--replay-fraction", type=float, default=0.5)
+    ap.add_argument("--anchor", type=float, default=0.0, help="L2-SP weight toward the deployed weights")
     ap.add_argument("--train-groups", default="heads", help="comma-separated: heads, fusion, ...")
     ap.add_argument("--threshold", type=float, default=0.5,
                     help="L2 gap to the expert that triggers a correction")
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     adapter = OnlineAdapter(policy, adapt_every=args.adapt_every, replay=replay,
                             train_groups=tuple(g.strip() for g in args.train_groups.split(",")), lr=args.lr,
                             steps=args.adapt_steps, batch_size=args.batch_size,
-                            replay_fraction=args.replay_fraction, record_to=args.record_to, auto_adapt=False)
+                            replay_fraction=args.replay_fraction, record_to=args.record_to, auto_adapt=False,
+                            anchor=args.anchor)
     cfg = DeploySimConfig(checkpoint=args.checkpoint, task=weak, max_steps=args.max_steps, corrections=True,
                           correction_threshold=args.threshold, adapt_every=args.adapt_every,
                           max_chunk_age_s=60.0, out=None, progress=False)

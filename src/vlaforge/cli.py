@@ -49,6 +49,9 @@ def collect_cmd(
     keep_failed: bool = typer.Option(False, "--keep-failed", help="also keep episodes the expert failed"),
     seed_start: int = typer.Option(0, "--seed-start", min=0, help="first episode seed (evaluation uses 1000+)"),
     max_steps: int = typer.Option(300, "--max-steps", min=1),
+    action_noise: float = typer.Option(0.0, "--action-noise", min=0.0, max=2.0,
+                                       help="std of correlated noise added to the executed hand motion (DART); "
+                                            "the clean expert action is recorded"),
 ) -> None:
     """Record scripted-expert demonstrations from Meta-World."""
     from pathlib import Path
@@ -58,7 +61,8 @@ def collect_cmd(
 
     cfg = CollectConfig(out=Path(out), tasks=resolve_tasks(tasks), episodes_per_task=episodes_per_task,
                         image_size=image_size, cameras=parse_cameras(cameras), workers=workers, resume=resume,
-                        keep_failed=keep_failed, seed_start=seed_start, max_steps=max_steps)
+                        keep_failed=keep_failed, seed_start=seed_start, max_steps=max_steps,
+                        action_noise=action_noise)
     for line in collect(cfg).lines():
         typer.echo(line)
 

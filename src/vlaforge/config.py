@@ -70,6 +70,10 @@ class PolicyConfig:
     # readouts, weighted by this; 0: off. Training only (the policy never reads the environment state): it makes
     # the image features say where the objects are, which the action loss alone learns slowly.
     aux_env_weight: float = 0.0
+    # with aux_env_weight > 0: predict the environment state before fusion instead, from the image tokens
+    # (attention pooling), and give the prediction to the fusion as one more token, next to the state token:
+    # the policy then sees explicit object coordinates beside the hand's own
+    env_token: bool = False
     # normalization
     normalization: Literal["mean_std", "quantile"] = "quantile"
     min_spread: float = 0.0  # 0: a statistic with zero spread is an error; >0: spreads are floored here

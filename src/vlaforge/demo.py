@@ -14,7 +14,6 @@ is reused (an interrupted one is resumed exactly), and an evaluation of the same
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,8 +59,7 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
     from vlaforge.evaluation.report import format_table
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.training import build_config
-    from vlaforge.training.checkpoint import STATE_FILE
-    from vlaforge.training.trainer import CONFIG_FILE, FINAL, LAST, resume, train
+    from vlaforge.training.trainer import FINAL, train_or_resume
 
     root = Path(root)
     data, run, out = root / "data", root / "train", root / "eval"
@@ -85,28 +83,18 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
 
     # 2. training
     t0 = time.perf_counter()
-    ckpt = run / FINAL
-    if (ckpt / "config.json").is_file():
+    config = build_config(train_preset, [f"dataset={data}", f"out={run}", *overrides])
+    if config.policy.aux_env_weight > 0 and not _has_env_state(data):
+        print(f"      note: {data} was recorded without observation.environment_state; training without the "
+              f"auxiliary loss (collect into a new directory for the recipe as measured)")
+        config = config.replace(policy=config.policy.replace(aux_env_weight=0.0))
+    print(f"[2/3] the {train_preset!r} training preset ({config.steps} steps, head {config.policy.head}) in {run}")
+    result = train_or_resume(config)
+    if result is None:
         res.skipped.append("train")
-        print(f"[2/3] training run {run}: finished, reusing {ckpt}")
-    elif (run / LAST / STATE_FILE).is_file():
-        print(f"[2/3] resuming the interrupted training run {run}")
-        result = resume(run)
-        ckpt = result.checkpoint
-    else:
-        if (run / CONFIG_FILE).is_file():  # a run stopped before its first checkpoint: nothing to keep but logs
-            print(f"[2/3] {run} holds no training checkpoint (it stopped before the first); starting it afresh")
-            shutil.rmtree(run)
-        config = build_config(train_preset, [f"dataset={data}", f"out={run}", *overrides])
-        if config.policy.aux_env_weight > 0 and not _has_env_state(data):
-            print(f"      note: {data} was recorded without observation.environment_state; training without the "
-                  f"auxiliary loss (collect into a new directory for the recipe as measured)")
-            config = config.replace(policy=config.policy.replace(aux_env_weight=0.0))
-        print(f"[2/3] training the {train_preset!r} preset ({config.steps} steps, head {config.policy.head}) in {run}")
-        result = train(config)
-        if result.status != "finished":
-            raise SystemExit(f"training stopped ({result.status}); run `make demo` again to resume it")
-        ckpt = result.checkpoint
+    elif result.status != "finished":
+        raise SystemExit(f"training stopped ({result.status}); run `make demo` again to resume it")
+    ckpt = run / FINAL
     res.minutes["train"] = (time.perf_counter() - t0) / 60
 
     # 3. evaluation

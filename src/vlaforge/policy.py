@@ -27,7 +27,8 @@ from torch import nn
 from vlaforge import __version__
 from vlaforge.config import PolicyConfig
 from vlaforge.fsutil import replace_dir, temp_dir_beside
-from vlaforge.models.encoders import LANGUAGE_DIM, StateEncoder, VisionEncoder, make_language_encoder, sincos_2d
+from vlaforge.models.encoders import (LANGUAGE_DIM, EnvStateReader, StateEncoder, VisionEncoder, make_language_encoder,
+                                      sincos_2d)
 from vlaforge.models.fusion import Fusion
 from vlaforge.models.heads import make_head
 from vlaforge.processing.normalize import Normalizer, as_stats, stats_to_json
@@ -93,10 +94,14 @@ class Policy(nn.Module):
         for e, s in config.embodiments.items():
             low, high = self.normalizer.normalized_range(self._stats, e, ACTION)
             self.heads[e] = make_head(config.head, d, config.chunk_size, s.action_dim, low, high, config)
-        # auxiliary heads (training only, parameter group: heads): fusion readouts -> environment state
-        self.aux_heads = nn.ModuleDict({
-            e: nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, s.env_state_dim))
-            for e, s in config.embodiments.items() if config.aux_env_weight > 0 and s.env_state_dim > 0})
+        # auxiliary heads (parameter group: heads): fusion readouts -> environment state, a training signal only;
+        # with env_token, readers before fusion (parameter group: fusion) whose prediction is also a fusion token
+        aux = {e: s.env_state_dim for e, s in config.embodiments.items()
+               if config.aux_env_weight > 0 and s.env_state_dim > 0}
+        self.aux_heads = nn.ModuleDict({} if config.env_token else {
+            e: nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, n)) for e, n in aux.items()})
+        self.env_readers = nn.ModuleDict({e: EnvStateReader(d, config.heads, n) for e, n in aux.items()}
+                                         if config.env_token else {})
         self._pos_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     # -- properties --------------------------------------------------------------------------------------------
@@ -213,10 +218,20 @@ class Policy(nn.Module):
         lang = self.language(tasks).to(self.device)  # (B, 384)
         lang_tok = self.language_proj(lang).view(b, self.config.language_tokens, d)
         img_tok = self._images(batch, b)
-        return {"embodiment": emb_tok, "language": lang_tok, "image": img_tok, "state": state_tok}, embs
+        tokens = {"embodiment": emb_tok, "language": lang_tok, "image": img_tok, "state": state_tok}
+        if self.env_readers:  # one more token per row: its predicted environment state (zeros: none for its robot)
+            env_tok = torch.zeros(b, 1, d, device=self.device, dtype=img_tok.dtype)
+            for e, ix in self._groups(embs).items():
+                if e in self.env_readers:
+                    pred, tok = self.env_readers[e](img_tok[ix])  # (b_e, E), (b_e, 1, d)
+                    env_tok[ix] = tok.to(env_tok.dtype)
+                    tokens["env_pred/" + e] = pred  # for the auxiliary loss
+            tokens["env"] = env_tok
+        return tokens, embs
 
     def _fuse(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.fusion(tokens["embodiment"], tokens["language"], tokens["image"], tokens["state"])  # (B, H, d)
+        state = tokens["state"] if "env" not in tokens else torch.cat([tokens["state"], tokens["env"]], 1)
+        return self.fusion(tokens["embodiment"], tokens["language"], tokens["image"], state)  # (B, H, d)
 
     @property
     def _extra_image_tokens(self) -> int:
@@ -270,7 +285,8 @@ class Policy(nn.Module):
         (info ``aux_env/<embodiment>``); ``loss/<embodiment>`` is the action loss alone."""
         if ACTION not in batch:
             raise KeyError(f"{ACTION}: missing from the batch; got keys {sorted(batch)}")
-        cond, embs = self.encode(batch)
+        tokens, embs = self._tokens(batch)
+        cond = self._fuse(tokens)  # (B, H, d)
         actions = torch.as_tensor(batch[ACTION]).to(self.device, torch.float32)
         b, h = cond.shape[:2]
         if actions.ndim != 3 or actions.shape[:2] != (b, h):
@@ -290,22 +306,25 @@ class Policy(nn.Module):
             a = self.normalizer.normalize(a[..., :dim], e, ACTION)
             loss_e = self.heads[e].loss(cond[ix], a, pad[ix])
             info[f"loss/{e}"] = float(loss_e.detach())
-            if e in self.aux_heads and OBS_ENV_STATE in batch:
-                aux = self._aux_env_loss(cond[ix], torch.as_tensor(batch[OBS_ENV_STATE])[ix.cpu()], e)
+            if (e in self.aux_heads or e in self.env_readers) and OBS_ENV_STATE in batch:
+                pred = tokens.get("env_pred/" + e)
+                aux = self._aux_env_loss(cond[ix] if pred is None else pred,
+                                         torch.as_tensor(batch[OBS_ENV_STATE])[ix.cpu()], e)
                 info[f"aux_env/{e}"] = float(aux.detach())
                 loss_e = loss_e + self.config.aux_env_weight * aux
             total = total + loss_e * (len(ix) / b)
         info["loss"] = float(total.detach())
         return total, info
 
-    def _aux_env_loss(self, cond: torch.Tensor, env: torch.Tensor, e: str) -> torch.Tensor:
-        """Readouts (b, H, d) and environment states (b, E') -> MSE of the auxiliary prediction, normalized units."""
+    def _aux_env_loss(self, source: torch.Tensor, env: torch.Tensor, e: str) -> torch.Tensor:
+        """Readouts (b, H, d) (or, with ``env_token``, the prediction made before fusion, (b, E)) and environment
+        states (b, E') -> MSE of the auxiliary prediction, normalized units."""
         dim = self.config.embodiments[e].env_state_dim
         env = env.to(self.device, torch.float32)
         if env.ndim != 2 or env.shape[1] < dim:
             raise ValueError(f"{OBS_ENV_STATE}: expected shape (B, {dim}) for embodiment {e!r}, got {tuple(env.shape)}")
         target = self.normalizer.normalize(env[:, :dim], e, OBS_ENV_STATE)
-        pred = self.aux_heads[e](cond.mean(1)).float()  # (b, E)
+        pred = (source if e in self.env_readers else self.aux_heads[e](source.mean(1))).float()  # (b, E)
         return torch.nn.functional.mse_loss(pred, target)
 
     # -- inference ---------------------------------------------------------------------------------------------

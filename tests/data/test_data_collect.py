@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from vlaforge.cli import app
@@ -113,3 +114,46 @@ def test_dataset_info_cli(tmp_path, small_dataset):
     (root / "meta/info.json").unlink()
     res = CliRunner().invoke(app, ["dataset", "info", str(root)])
     assert res.exit_code == 2 and "meta/info.json is missing" in res.output
+
+
+def test_action_noise_executes_perturbed_actions_and_records_the_experts():
+    """DART-style collection: the env receives expert + correlated noise on xyz; the frames keep the expert's
+    action for the state reached; the same seed gives the same noise."""
+    from vlaforge.data.collect import rollout
+    from vlaforge.sim.metaworld import MetaWorldEnv
+
+    class Spy(MetaWorldEnv):
+        def reset(self, **kw):
+            self.executed, self.expert = [], []
+            return super().reset(**kw)
+
+        def step(self, action):
+            self.executed.append(np.array(action, np.float32))
+            return super().step(action)
+
+        def expert_action(self):
+            a = super().expert_action()
+            self.expert.append(a)
+            return a
+
+    env = Spy("reach-v3", cameras=(), image_size=16)
+    try:
+        frames, _ = rollout(env, seed=3, post_success_steps=2, action_noise=0.3)
+        executed, expert = np.stack(env.executed), np.stack(env.expert)
+        np.testing.assert_array_equal(np.stack([f["action"] for f in frames]), expert)  # labels: the expert's
+        gap = executed - expert
+        assert np.abs(gap[:, :3]).max() > 0.05 and np.all(gap[:, 3] == 0)  # xyz perturbed, gripper untouched
+        assert np.abs(executed).max() <= 1.0
+        lag1 = np.corrcoef(gap[:-1, 0], gap[1:, 0])[0, 1]
+        assert lag1 > 0.5, lag1  # correlated in time, not white
+        again, _ = rollout(env, seed=3, post_success_steps=2, action_noise=0.3)
+        np.testing.assert_array_equal(np.stack([f["observation.state"] for f in again]),
+                                      np.stack([f["observation.state"] for f in frames]))
+        clean, _ = rollout(env, seed=3, post_success_steps=2)
+        np.testing.assert_array_equal(np.stack(env.executed), np.stack(env.expert))
+        assert len(clean) != len(frames) or not np.array_equal(clean[5]["observation.state"],
+                                                               frames[5]["observation.state"])
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match=r"action_noise: expected a std in \[0, 2\], got 3.0"):
+        collect(CollectConfig(out="unused", tasks=["reach-v3"], action_noise=3.0, progress=False))

@@ -187,3 +187,20 @@ def test_corrections_are_learnt_and_replay_limits_forgetting():
     assert new_r < 0.3 * new0  # the correction was learnt
     assert old_r < 0.6 * old_n  # replaying the original data keeps much more of the old tasks
     assert old_r < 3 * old0
+
+
+def test_anchor_keeps_the_adapted_weights_near_the_deployed_ones():
+    """L2-SP: with the same corrections and steps, a strong anchor moves the head much less than none."""
+    frames = training_frames(4)
+    drift = {}
+    for anchor in (0.0, 10.0):
+        policy = fresh_policy()
+        base = {n: p.detach().clone() for n, p in policy.parameter_groups()["heads"]}
+        adapter = OnlineAdapter(policy, lr=1e-2, steps=30, batch_size=4, auto_adapt=False, anchor=anchor)
+        for f in frames:
+            adapter.add_correction(f, chunk(0.9))
+        adapter.adapt()
+        drift[anchor] = sum(float(((p - base[n]) ** 2).sum()) for n, p in policy.parameter_groups()["heads"])
+    assert drift[0.0] > 0 and drift[10.0] < 0.5 * drift[0.0], drift
+    with pytest.raises(ValueError, match="anchor: expected a value >= 0"):
+        OnlineAdapter(fresh_policy(), anchor=-1.0)

@@ -68,26 +68,46 @@ def test_dataset_items_and_stats_carry_the_environment_state_on_request(env_data
         ChunkDataset(tiny_dataset, chunk_size=8, progress=False, env_state=True)
 
 
-def _policy(env_dim: int, weight: float, stats):
+def _policy(env_dim: int, weight: float, stats, env_token: bool = False):
     from vlaforge import presets
     from vlaforge.config import EmbodimentSpec
     from vlaforge.policy import Policy
 
-    cfg = presets.get("tiny").replace(head="regression", aux_env_weight=weight,
+    cfg = presets.get("tiny").replace(head="regression", aux_env_weight=weight, env_token=env_token,
                                       embodiments={"sawyer": EmbodimentSpec(4, 4, env_state_dim=env_dim)})
     return Policy(cfg, stats)
 
 
-def test_aux_loss_is_added_and_trains_only_from_batches_that_have_the_target(env_dataset):
+def aux_prediction(policy, batch) -> torch.Tensor:
+    """The auxiliary head's environment state for a batch, physical units (B, E)."""
+    with torch.no_grad():
+        tokens, _ = policy._tokens(batch)
+        if policy.config.env_token:
+            pred = tokens["env_pred/sawyer"]
+        else:
+            pred = policy.aux_heads["sawyer"](policy._fuse(tokens).mean(1))
+    return policy.normalizer.unnormalize(pred, "sawyer", ENV)
+
+
+@pytest.mark.parametrize("env_token", [False, True])
+def test_aux_loss_is_added_and_trains_only_from_batches_that_have_the_target(env_dataset, env_token):
     ds = ChunkDataset(env_dataset, chunk_size=8, progress=False, env_state=True)
     batch = collate([ds[i] for i in range(0, 40, 5)])
     torch.manual_seed(0)
-    policy = _policy(3, 0.5, ds.stats)
-    assert [n for n, _ in policy.parameter_groups()["heads"] if n.startswith("aux_heads.")]
+    policy = _policy(3, 0.5, ds.stats, env_token)
+    if env_token:  # a reader before fusion (group fusion) and no readout head
+        assert len(policy.aux_heads) == 0
+        assert [n for n, _ in policy.parameter_groups()["fusion"] if n.startswith("env_readers.")]
+        aux_weight = policy.env_readers["sawyer"].read[1].weight
+    else:
+        assert [n for n, _ in policy.parameter_groups()["heads"] if n.startswith("aux_heads.")]
+        aux_weight = policy.aux_heads["sawyer"][0].weight
     loss, info = policy.compute_loss(batch)
     assert loss.item() == pytest.approx(info["loss/sawyer"] + 0.5 * info["aux_env/sawyer"], rel=1e-5)
     loss.backward()
-    assert policy.aux_heads["sawyer"][0].weight.grad.abs().sum() > 0
+    assert aux_weight.grad.abs().sum() > 0
+    if env_token:
+        return
     # without the key (deployment data, corrections) the loss is the action loss alone
     policy.zero_grad()
     no_env = {k: v for k, v in batch.items() if k != ENV}
@@ -110,13 +130,15 @@ def test_stats_without_the_environment_state_are_a_clear_error(env_dataset):
         _policy(3, 1.0, ds.stats)
 
 
-def test_training_with_the_aux_loss_learns_to_read_the_object_from_the_image(env_dataset, tmp_path):
+@pytest.mark.parametrize("env_token", [False, True])
+def test_training_with_the_aux_loss_learns_to_read_the_object_from_the_image(env_dataset, tmp_path, env_token):
     """Through the real trainer: the auxiliary head ends far better than predicting the mean, the checkpoint
     round-trips and predicts chunks from frames that have no environment state."""
     from vlaforge.policy import Policy
     from vlaforge.training import train
 
     cfg = debug_config(env_dataset, tmp_path / "run", "policy.head=regression", "policy.aux_env_weight=1.0",
+                       f"policy.env_token={str(env_token).lower()}",
                        "steps=60", "batch_size=16", "val_interval=60", "log_interval=10", "ckpt_interval=60")
     result = train(cfg)
     logs = events(tmp_path / "run", "train")
@@ -125,9 +147,7 @@ def test_training_with_the_aux_loss_learns_to_read_the_object_from_the_image(env
     assert policy.config.embodiments["sawyer"].env_state_dim == 3 and policy.config.aux_env_weight == 1.0
     ds = ChunkDataset(env_dataset, chunk_size=8, progress=False, env_state=True)
     batch = collate([ds[i] for i in range(len(ds))])
-    with torch.no_grad():
-        cond, _ = policy.encode(batch)
-        pred = policy.normalizer.unnormalize(policy.aux_heads["sawyer"](cond.mean(1)), "sawyer", ENV)
+    pred = aux_prediction(policy, batch)
     x, x_hat = batch[ENV][:, 0], pred[:, 0]
     mse, var = float(((x_hat - x) ** 2).mean()), float(x.var())
     assert mse < 0.1 * var, (mse, var)  # the colour, hence the object's x, is read from the image

@@ -1,6 +1,7 @@
 """The training loop end to end on a tiny recorded dataset: train, interrupt, resume (bit-exact), EMA, NaN."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -131,3 +132,28 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tiny_
     assert all(torch.isfinite(v).all() for v in weights.values())
     assert not (run / "checkpoint").exists()
     assert events(run, "nonfinite")[0]["step"] == 6
+
+
+def test_train_or_resume_finishes_a_run_whatever_state_it_was_left_in(tiny_dataset, tmp_path):
+    """The re-runnable jobs (make demo, benchmarks): start, resume, reuse, or restart a run that stopped
+    before its first checkpoint (which the plain resume refuses)."""
+    from vlaforge.training.trainer import train_or_resume
+
+    run = tmp_path / "run"
+    cfg = debug_config(tiny_dataset, run, "ckpt_interval=4")
+    res = train(cfg, should_stop=lambda step: step == 1)  # stops before the first periodic checkpoint...
+    shutil.rmtree(run / "checkpoints")  # ...and, as when killed, leaves no checkpoint at all
+    assert (run / "config.json").is_file() and not (run / "checkpoint").exists()
+    with pytest.raises(Exception, match="no training checkpoint to resume from"):
+        resume(run)
+    notes: list[str] = []
+    res = train_or_resume(cfg, log=notes.append)
+    assert res.status == "finished" and res.step == 8 and "starting it afresh" in notes[-1]
+    assert train_or_resume(cfg, log=notes.append) is None and "finished, reusing" in notes[-1]
+    # an interrupted run with a checkpoint is resumed, not restarted
+    run2 = tmp_path / "run2"
+    cfg2 = debug_config(tiny_dataset, run2)
+    assert train(cfg2, should_stop=lambda step: step == 5).status == "interrupted"
+    res2 = train_or_resume(cfg2, log=notes.append)
+    assert "resuming" in notes[-1] and res2.step == 8
+    assert "resuming at step 5" in (run2 / "train.log").read_text()

@@ -6,6 +6,13 @@ more frames, or until ``max_steps``. By default only successful episodes are kep
 and failures per task. ``workers > 1`` runs tasks in spawned worker processes (one renderer each) that feed
 rollouts to the single writer in this process. ``resume`` continues a killed run: per task it counts the
 episodes already committed and goes on after the highest seed used.
+
+``action_noise`` > 0 (noise injection, as in DART, Laskey et al. 2017): the robot executes the expert's action plus
+temporally correlated Gaussian noise on the hand's xyz (stationary std ``action_noise``, correlation over ~10
+steps), while the frame records the expert's clean action for the state actually reached. The demonstrations then
+visit states a little off the expert's path, each labelled with the expert's way back: what a cloned policy needs
+once its own errors take it there. The noise of episode ``seed`` is drawn from ``seed``, so a dataset is
+reproducible.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class CollectConfig:
     post_success_steps: int = 10
     max_tries_factor: float = 2.0  # give up on a task after episodes * factor + 5 tries
     progress: bool = True
+    action_noise: float = 0.0  # std of the correlated noise added to the executed hand xyz (not recorded)
 
 
 @dataclass
@@ -80,16 +88,29 @@ class CollectSummary:
 # ---------------------------------------------------------------------------------------------- rollouts
 
 
-def rollout(env, seed: int, post_success_steps: int) -> tuple[list[dict], bool]:
-    """One expert episode: frame dicts (observation + action + next.success) and whether it succeeded."""
+NOISE_CORRELATION = 0.9  # per step: the injected noise keeps ~90% of its last value (a ~10-step time constant)
+
+
+def rollout(env, seed: int, post_success_steps: int, action_noise: float = 0.0) -> tuple[list[dict], bool]:
+    """One expert episode: frame dicts (observation + action + next.success) and whether it succeeded.
+
+    ``action_noise`` > 0: the executed action is the expert's plus correlated noise on xyz; the recorded one is
+    the expert's (see the module docstring)."""
     obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng([int(seed), 0xDA27])
+    noise = np.zeros(4, np.float32)
+    innovation = float(action_noise) * np.sqrt(1.0 - NOISE_CORRELATION**2)
     frames: list[dict] = []
     success, after = False, 0
     while True:
         action = env.expert_action()
         frame = dict(obs)
         frame[ACTION] = action
-        obs, _, terminated, truncated, info = env.step(action)
+        executed = action
+        if action_noise > 0:
+            noise[:3] = NOISE_CORRELATION * noise[:3] + innovation * rng.standard_normal(3)
+            executed = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
+        obs, _, terminated, truncated, info = env.step(executed)
         frame["next.success"] = bool(info["is_success"])
         frames.append(frame)
         if info["is_success"]:
@@ -129,7 +150,7 @@ def _task_worker(jobs: list[tuple[str, int, list[int]]], cfg: dict, out_q, paren
             for seed in seeds:
                 if kept >= need:
                     break
-                frames, ok = rollout(env, seed, cfg["post_success_steps"])
+                frames, ok = rollout(env, seed, cfg["post_success_steps"], cfg["action_noise"])
                 if ok or cfg["keep_failed"]:
                     kept += 1
                     send(("episode", task, seed, ok, frames))
@@ -157,6 +178,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     t0 = time.perf_counter()
     if cfg.episodes_per_task < 1:
         raise ValueError(f"episodes_per_task: expected >= 1, got {cfg.episodes_per_task}")
+    if not 0.0 <= cfg.action_noise <= 2.0:
+        raise ValueError(f"action_noise: expected a std in [0, 2], got {cfg.action_noise}")
     fps = int(MetaWorldEnv.metadata["render_fps"])
     # object and goal positions are recorded (an auxiliary training target); a dataset recorded before they were
     # is resumed without them
@@ -206,6 +229,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             "max_steps": cfg.max_steps,
             "post_success_steps": cfg.post_success_steps,
             "keep_failed": cfg.keep_failed,
+            "action_noise": cfg.action_noise,
         }
 
         def handle(kind, task, seed, ok, frames) -> None:
@@ -275,7 +299,7 @@ def _collect_inline(jobs, opts: dict[str, Any], handle) -> None:
             for seed in seeds:
                 if kept >= need:
                     break
-                frames, ok = rollout(env, seed, opts["post_success_steps"])
+                frames, ok = rollout(env, seed, opts["post_success_steps"], opts["action_noise"])
                 if ok or opts["keep_failed"]:
                     kept += 1
                     handle("episode", task, seed, ok, frames)

@@ -121,6 +121,27 @@ class VisionEncoder(nn.Module):
         return h.flatten(2).transpose(1, 2), kp  # (B, N, C), (B, 2K) or None
 
 
+class EnvStateReader(nn.Module):
+    """Image tokens (B, N, d) -> a predicted environment state (B, E) (normalized units) and its token (B, 1, d).
+
+    One learned query attends over the image tokens (which carry their grid position), then an MLP reads the
+    object and goal coordinates; ``PolicyConfig.env_token``."""
+
+    def __init__(self, d_model: int, heads: int, env_dim: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.read = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, d_model), nn.GELU(),
+                                  nn.Linear(d_model, env_dim))
+        self.embed = nn.Linear(env_dim, d_model)
+
+    def forward(self, image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.query.expand(image_tokens.shape[0], -1, -1).to(image_tokens.dtype)
+        pooled, _ = self.attn(q, image_tokens, image_tokens, need_weights=False)  # (B, 1, d)
+        pred = self.read(pooled[:, 0])  # (B, E)
+        return pred, self.embed(pred).unsqueeze(1)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # language
 

@@ -12,7 +12,9 @@ heads; ``("heads", "fusion")`` also moves the transformer), every other paramete
 corrections from the buffer with items replayed from the original training data (``replay_fraction`` of the
 batch; ``vlaforge.data.collate`` builds it) so that the tasks the policy already solves are not forgotten.
 A fresh optimizer per adaptation (no moment carried over: rollback cannot leave a stale optimizer state).
-``time_limit_s`` (default 60) stops an adaptation early.
+``time_limit_s`` (default 60) stops an adaptation early. ``anchor`` > 0 adds ``anchor * sum ||p - p0||^2`` over the
+trained parameters, ``p0`` the weights the adapter was given (L2-SP), so a few corrections cannot pull the policy
+far from what it was.
 
 Versions: version 0 is the weights the adapter was given; each adaptation appends one. In memory the adapter
 keeps copies of the trained groups' tensors (the only ones it changes) for the last ``max_versions``
@@ -80,7 +82,7 @@ class OnlineAdapter:
                  record_to: str | os.PathLike | None = None, versions_dir: str | os.PathLike | None = None,
                  max_versions: int = 10, auto_adapt: bool = True,
                  time_limit_s: float = 60.0, weight_decay: float = 0.0, grad_clip: float | None = 1.0,
-                 augment_shift: int = 4, fps: int = 80, seed: int = 0):
+                 augment_shift: int = 4, fps: int = 80, seed: int = 0, anchor: float = 0.0):
         for name, v, lo in (("buffer_size", buffer_size, 1), ("adapt_every", adapt_every, 1),
                             ("steps", steps, 1), ("batch_size", batch_size, 1),
                             ("max_versions", max_versions, 1)):
@@ -89,6 +91,8 @@ class OnlineAdapter:
         if not 0.0 <= replay_fraction < 1.0:
             raise ValueError(f"OnlineAdapter.replay_fraction: expected a value in [0, 1), "
                              f"got {replay_fraction!r}")
+        if not anchor >= 0:
+            raise ValueError(f"OnlineAdapter.anchor: expected a value >= 0, got {anchor!r}")
         if not lr > 0 or not time_limit_s > 0:
             raise ValueError(f"OnlineAdapter: expected lr > 0 and time_limit_s > 0, "
                              f"got {lr!r} and {time_limit_s!r}")
@@ -127,6 +131,7 @@ class OnlineAdapter:
         self.grad_clip, self.time_limit_s = grad_clip, float(time_limit_s)
         self.auto_adapt, self.augment_shift = bool(auto_adapt), int(augment_shift)
         self.max_versions = max_versions
+        self.anchor = float(anchor)  # L2-SP: pull toward the weights given to the adapter (version 0)
         self.versions_dir = None if versions_dir is None else Path(versions_dir)
         self.record_to = None if record_to is None else Path(record_to)
         self.fps = int(fps)
@@ -260,6 +265,9 @@ class OnlineAdapter:
                     break
                 batch, n_rep = self._batch()
                 loss, _ = policy.compute_loss(batch)
+                if self.anchor > 0:  # sum of squared distances to the deployed (version 0) weights
+                    base = self._versions[0][1]
+                    loss = loss + self.anchor * sum(((p - base[n]) ** 2).sum() for n, p in self._params)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.grad_clip is not None:

@@ -96,10 +96,11 @@ def demo() -> TrainConfig:
     # augmentation off: random shifts of +-4 px blur the drawer / button position the policy must read from the
     # image (measured: 73% vs 62% mean success after 1000 steps on the demo tasks)
     # auxiliary loss on the recorded object positions (policy.aux_env_weight, docs/training.md): without it 2,200
-    # steps reached 81.7-93.3% (button-press 45-80%, benchmarks/results/demo*.md); with it 100% and a validation
-    # loss at 1,500 steps (0.018) below the old runs' final one (0.029): benchmarks/results/demo_aux.md.
+    # steps reached 81.7-93.3% (button-press 45-80%, benchmarks/results/demo*.md); with it 100%
+    # (benchmarks/results/demo_aux.md). 1,800 steps were not enough: 88.3% (demo_aux_1800steps.md) and, with the
+    # prediction as a fusion token, 93.3% (demo_envtok.md), both failing buttons left of the start position.
     # bf16 autocast, channels-last convolutions and math attention on CPU: ~0.25 s per batch-64 step here.
-    return TrainConfig(policy=policy_presets.get("demo").replace(aux_env_weight=1.0), steps=1800, batch_size=64,
+    return TrainConfig(policy=policy_presets.get("demo").replace(aux_env_weight=1.0), steps=2200, batch_size=64,
                        lr=1e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
                        ckpt_interval=500, log_interval=50, num_workers=0, threads=2, augment=False, bf16=True,

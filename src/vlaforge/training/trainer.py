@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -147,6 +148,24 @@ def resume(run_dir: str | Path, overrides=(), *, train_data=None, val_data=None,
                               f" fields a resume may change: {', '.join(RESUMABLE_OVERRIDES)}")
     config = apply_overrides(config, overrides)
     return Trainer(config, train_data, val_data, resume=True, should_stop=should_stop).run()
+
+
+def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult | None:
+    """For jobs that are re-run until done (``make demo``, the benchmarks): ``None`` when ``config.out`` already
+    holds a finished run (its final policy), else resume the run there from its last checkpoint, else train it
+    afresh. A run directory that stopped before its first checkpoint holds nothing to keep (config and logs):
+    it is cleared and the run starts again."""
+    out = Path(config.out)
+    if (out / FINAL / "config.json").is_file():
+        log(f"training run {out}: finished, reusing {out / FINAL}")
+        return None
+    if (out / LAST / ckpt.STATE_FILE).is_file():
+        log(f"resuming the interrupted training run {out}")
+        return resume(out)
+    if out.is_dir() and any(out.iterdir()):
+        log(f"{out} holds no training checkpoint (it stopped before the first); starting it afresh")
+        shutil.rmtree(out)
+    return train(config)
 
 
 def open_datasets(config: TrainConfig, is_main: bool):
