@@ -25,11 +25,11 @@ class EmbodimentSpec:
     env_state_dim: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("state_dim", "action_dim", "env_state_dim"):
+        for name, lowest in (("state_dim", 1), ("action_dim", 1), ("env_state_dim", 0)):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "env_state_dim" else 1):
-                raise ValueError(f"EmbodimentSpec.{name}: expected a {'non-negative' if name == 'env_state_dim' else 'positive'}"
-                                 f" int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < lowest:
+                raise ValueError(f"EmbodimentSpec.{name}: expected a {'positive' if lowest else 'non-negative'} int, "
+                                 f"got {v!r}")
 
 
 @dataclass(frozen=True)

@@ -307,25 +307,23 @@ class Policy(nn.Module):
             loss_e = self.heads[e].loss(cond[ix], a, pad[ix])
             info[f"loss/{e}"] = float(loss_e.detach())
             if (e in self.aux_heads or e in self.env_readers) and OBS_ENV_STATE in batch:
-                pred = tokens.get("env_pred/" + e)
-                aux = self._aux_env_loss(cond[ix] if pred is None else pred,
-                                         torch.as_tensor(batch[OBS_ENV_STATE])[ix.cpu()], e)
+                pred = tokens.get("env_pred/" + e)  # made before fusion (env_token), or read from the readouts
+                pred = self.aux_heads[e](cond[ix].mean(1)) if pred is None else pred  # (b_e, E)
+                aux = self._aux_env_loss(pred, torch.as_tensor(batch[OBS_ENV_STATE])[ix.cpu()], e)
                 info[f"aux_env/{e}"] = float(aux.detach())
                 loss_e = loss_e + self.config.aux_env_weight * aux
             total = total + loss_e * (len(ix) / b)
         info["loss"] = float(total.detach())
         return total, info
 
-    def _aux_env_loss(self, source: torch.Tensor, env: torch.Tensor, e: str) -> torch.Tensor:
-        """Readouts (b, H, d) (or, with ``env_token``, the prediction made before fusion, (b, E)) and environment
-        states (b, E') -> MSE of the auxiliary prediction, normalized units."""
+    def _aux_env_loss(self, pred: torch.Tensor, env: torch.Tensor, e: str) -> torch.Tensor:
+        """Predicted (b, E) and recorded (b, E') environment states -> MSE in normalized units."""
         dim = self.config.embodiments[e].env_state_dim
         env = env.to(self.device, torch.float32)
         if env.ndim != 2 or env.shape[1] < dim:
             raise ValueError(f"{OBS_ENV_STATE}: expected shape (B, {dim}) for embodiment {e!r}, got {tuple(env.shape)}")
         target = self.normalizer.normalize(env[:, :dim], e, OBS_ENV_STATE)
-        pred = (source if e in self.env_readers else self.aux_heads[e](source.mean(1))).float()  # (b, E)
-        return torch.nn.functional.mse_loss(pred, target)
+        return torch.nn.functional.mse_loss(pred.float(), target)
 
     # -- inference ---------------------------------------------------------------------------------------------
     def frame_to_batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:
