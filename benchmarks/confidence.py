@@ -110,7 +110,7 @@ def shifted(frames: list[dict], kind: str, policy, args, rng: np.random.Generato
 SHIFTS = ("unseen_instruction", "image_noise", "occlusion", "state_out_of_range")
 # (name, score_table key): the head's method alone, the density alone, the combined score
 VARIANTS = (("head", "head_score"), ("density", "density_score"), ("combined", "score"))
-PARTS = ("head", "language", "image", "state")
+PARTS = ("head", "language", "image", "state", "pixels")
 
 
 def _known(x: np.ndarray) -> np.ndarray:

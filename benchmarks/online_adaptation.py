@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-groups", default="heads", help="comma-separated: heads, fusion, ...")
     ap.add_argument("--threshold", type=float, default=0.5,
                     help="L2 gap to the expert that triggers a correction")
+    ap.add_argument("--holdout-episodes", type=int, default=0,
+                    help="at the end, the weak task on this many further seeds (after the curve's), final "
+                         "version vs version 0 (rolled back to)")
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--record-to", default=None, help="also record the corrections as a dataset here")
@@ -127,11 +130,13 @@ def main(argv: list[str] | None = None) -> dict:
     bar = tqdm(total=args.max_corrections, desc=f"corrections on {weak}", unit="corr", dynamic_ncols=True)
     try:
         for i in range(args.max_episodes):
-            if adapter.corrections_total >= args.max_corrections:
+            # past the cap, keep going until the corrections since the last adaptation have been adapted on
+            # (adaptations happen at episode ends, so the counts at adaptations are not multiples of adapt_every)
+            if adapter.corrections_total >= args.max_corrections and adapter.pending == 0:
                 break
             ep = dep.run_episode(2000 + i)
             ep_success.append(ep["success"])
-            bar.update(min(ep["corrections"], args.max_corrections - bar.n))
+            bar.update(max(0, min(ep["corrections"], args.max_corrections - bar.n)))
             bar.set_postfix(version=adapter.version, success=f"{sum(ep_success)}/{len(ep_success)}")
             a = ep["adaptation"]
             if a is not None:
@@ -142,6 +147,24 @@ def main(argv: list[str] | None = None) -> dict:
                 curve.append(point)
                 tqdm.write(f"version {a['version']} after {adapter.corrections_total} corrections: "
                            + ", ".join(f"{t} {point[t]:.2f}" for t in sorted(set(tasks) | {weak})))
+        holdout = None
+        if args.holdout_episodes > 0:
+            # the curve's 20-seed points move by ~10 points between evaluations of similar weights: compare the
+            # final weights with the deployed ones on more seeds the curve never used
+            seeds = list(range(1000 + args.eval_episodes, 1000 + args.eval_episodes + args.holdout_episodes))
+            final_version = adapter.version
+            held = Evaluator(policy, args.max_steps, seeds)
+            try:
+                final = held(weak)
+                while adapter.version > 0:
+                    adapter.rollback()
+                base = held(weak)
+            finally:
+                held.close()
+            holdout = {"task": weak, "seeds": [seeds[0], seeds[-1]], "version": final_version,
+                       "base": round(base, 3), "final": round(final, 3)}
+            tqdm.write(f"held-out seeds {seeds[0]}-{seeds[-1]}: version 0 {base:.2f}, version {final_version} "
+                       f"{final:.2f}")
     finally:
         bar.close()
         dep.close()
@@ -152,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     adapt_times = [p["adapt_s"] for p in curve if p["adapt_s"] is not None]
     payload = {"checkpoint": args.checkpoint, "dataset": args.dataset, "weak_task": weak, "tasks": watched,
                "eval_seeds": [1000, 1000 + args.eval_episodes - 1], "settings": vars(args),
-               "curve": curve, "correction_episodes": len(ep_success),
+               "curve": curve, "holdout": holdout, "correction_episodes": len(ep_success),
                "correction_episode_success": float(np.mean(ep_success)) if ep_success else None,
                "adapt_s_max": max(adapt_times) if adapt_times else None,
                "wall_s": time.perf_counter() - t_start,
@@ -162,6 +185,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"task; "
             f"adaptation wall time max {payload['adapt_s_max']} s\n\n")
     table = head + markdown_table(curve, ["corrections", "version", "episodes", "adapt_s", "loss", *watched])
+    if holdout:
+        table += (f"\nHeld-out seeds {holdout['seeds'][0]}-{holdout['seeds'][1]} ({args.holdout_episodes} "
+                  f"episodes of `{weak}`): version 0 {holdout['base']:.2f}, version {holdout['version']} "
+                  f"{holdout['final']:.2f}\n")
     _plot(curve, watched, weak, RESULTS / f"{args.name}.png")
     write(args.name, payload, table, command("online_adaptation.py", argv))
     return payload

@@ -2,6 +2,7 @@
 the feature-density component (separation, one encode pass, bit-exact persistence, clear errors), and the
 controller's low-confidence hold."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -20,6 +21,7 @@ from vlaforge.runtime.confidence import (
 )
 from vlaforge.runtime.controller import Controller, Status
 from vlaforge.runtime.safety import SafetyConfig, SafetyLayer
+from safetensors.numpy import save as safetensors_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +127,7 @@ def test_density_scores_training_frames_above_noise_unseen_instructions_and_far_
     est = ConfidenceEstimator(policy, n_samples=4)
     est.calibrate(training_frames(64, seed=31), progress=False)
     assert est.combined and set(est.calibration["density"]["embodiments"]["sawyer"]) == {"language", "image",
-                                                                                         "state"}
+                                                                                         "state", "pixels"}
     seen = training_frames(48, seed=32)
     shifted = {"noise image": noise_frames(48, seed=33),
                "unseen instruction": _shifted(seen, task="open the top drawer of the cabinet"),
@@ -142,7 +144,7 @@ def test_density_scores_training_frames_above_noise_unseen_instructions_and_far_
         for table in (t, t_seen):
             assert ((table["score"] >= 0) & (table["score"] <= 1)).all()
             # the combined score is the weakest component's
-            parts = np.stack([table[k] for k in ("head", "language", "image", "state")])
+            parts = np.stack([table[k] for k in ("head", "language", "image", "state", "pixels")])
             np.testing.assert_allclose(table["disagreement"], parts.max(0))
             np.testing.assert_allclose(table["score"], 1 / (1 + table["disagreement"]))
     c = est.estimate(_shifted(seen[:1], **{"observation.state": np.full(4, np.nan, np.float32)})[0])
@@ -162,7 +164,7 @@ def test_density_comes_from_the_same_single_encode_pass():
 
     policy._tokens = counting
     c = est.estimate(training_frames(1, seed=42)[0])
-    assert calls == [1] and set(c.parts) == {"head", "language", "image", "state"}
+    assert calls == [1] and set(c.parts) == {"head", "language", "image", "state", "pixels"}
     assert c.disagreement == max(c.parts.values()) and c.score == pytest.approx(1 / (1 + c.disagreement))
     assert c.head_disagreement == pytest.approx(c.parts["head"] * est.calibration["head_p99"])
 
@@ -179,7 +181,7 @@ def test_density_calibration_round_trips_bit_exactly(tmp_path):
     loaded = ConfidenceEstimator.load(Policy.load(ckpt), ckpt)
     assert loaded.combined and loaded.threshold == threshold and loaded.calibration == est.calibration
     a, b = est.feature_density.to_arrays(), loaded.feature_density.to_arrays()
-    assert sorted(a) == sorted(b) and len(a) == 10  # 3 modalities x (mean, precision, reference) + known instructions
+    assert sorted(a) == sorted(b) and len(a) == 13  # 4 modalities x (mean, precision, reference) + known instructions
     for k in a:
         assert a[k].dtype == b[k].dtype == np.float64 and np.array_equal(a[k], b[k]), k
     frames = training_frames(8, seed=52) + noise_frames(8, seed=53)
@@ -190,6 +192,44 @@ def test_density_calibration_round_trips_bit_exactly(tmp_path):
     head_only = loaded.replace(density=False)
     assert not head_only.combined and head_only.threshold == est.calibration["thresholds"]["head"]
     assert ConfidenceEstimator.load(policy, ckpt, density=False).threshold == head_only.threshold
+    # a file from before the pixel part (format 2) loads without it; the other parts score as before
+    old = {k: v for k, v in a.items() if not k.startswith("sawyer/pixels/")}
+    data = safetensors_bytes(old, metadata={"format_version": "2"})
+    (ckpt / DENSITY_FILE).write_bytes(data)
+    meta = json.loads((ckpt / CONFIDENCE_FILE).read_text())
+    meta.update(format_version=2, density_file={"name": DENSITY_FILE, "sha256": hashlib.sha256(data).hexdigest()})
+    (ckpt / CONFIDENCE_FILE).write_text(json.dumps(meta))
+    v2 = ConfidenceEstimator.load(Policy.load(ckpt), ckpt)
+    t2 = v2.score_table(frames)
+    assert v2.combined and set(v2.feature_density.gaussians["sawyer"]) == {"language", "image", "state"}
+    assert np.isnan(t2["pixels"]).all()
+    for k in ("head", "language", "image", "state"):
+        assert np.array_equal(t2[k], x[k]), k
+    assert (t2["disagreement"] <= x["disagreement"]).all()  # one part fewer in the max
+    # the current format must hold every part
+    meta["format_version"] = 3
+    (ckpt / CONFIDENCE_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="expected modalities .*'pixels'"):
+        ConfidenceEstimator.load(policy, ckpt)
+
+
+def test_pixel_part_flags_an_occluding_patch():
+    policy = trained_policy("tokens")
+    est = ConfidenceEstimator(policy)
+    est.calibrate(training_frames(64, seed=71), progress=False)
+    seen = training_frames(48, seed=72)
+    rng = np.random.default_rng(73)
+    occluded = []
+    for f in seen:
+        im = f["observation.images.corner"].copy()
+        y, x = rng.integers(0, 33, size=2)
+        # a dark square, half the side of the 64 px view (grey would match this scene's mean background)
+        im[y:y + 32, x:x + 32] = 20
+        occluded.append({**f, "observation.images.corner": im})
+    t_seen, t_occ = est.score_table(seen), est.score_table(occluded)
+    assert auroc(-t_seen["pixels"], -t_occ["pixels"]) > 0.9
+    assert auroc(t_seen["score"], t_occ["score"]) > 0.9
+    assert t_seen["pixels"].shape == (48,) and np.isfinite(t_seen["pixels"]).all()
 
 
 def test_density_file_missing_mismatched_or_of_another_policy_is_a_clear_error(tmp_path):

@@ -31,10 +31,14 @@ saturates and answers confidently. The **density** component (``density=True``, 
 novelty of the input itself, from the policy's pre-fusion features (``Policy.modality_features``) of the same
 single encode pass as the head's method: for image and state the Mahalanobis distance to Gaussians fitted per
 embodiment and modality on the calibration frames, for language the distance to the nearest instruction seen
-in calibration (``vlaforge.runtime.density``).
+in calibration (``vlaforge.runtime.density``). A fourth part, ``pixels``, is the Mahalanobis distance of a
+``PIXEL_GRID`` x ``PIXEL_GRID`` thumbnail of each camera image (``thumbnails``): the encoder's pooled tokens
+average a local change (an occluder over a quarter of the view) into the rest of the scene, the thumbnail of a
+fixed camera keeps where it is (measured on MT10: occlusion AUROC 0.905 from the image tokens, 0.999 from the
+thumbnail). It flags any change of the view, benign ones (lighting, a moved camera) included.
 Once calibrated, both are put in the same unit, "times the 99th percentile of in-distribution frames":
 
-    parts = {"head": d_head / p99_head, "language": d_lang / p99_lang, "image": ..., "state": ...}
+    parts = {"head": d_head / p99_head, "language": d_lang / p99_lang, "image": ..., "state": ..., "pixels": ...}
     disagreement = max(parts.values());   score = 1 / (1 + disagreement)
 
 so one component far outside what calibration saw is enough to lower the score. Before calibration (or with
@@ -54,13 +58,15 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from vlaforge.fsutil import write_atomic
-from vlaforge.runtime.density import EPS, MODALITIES, FeatureDensity
+from vlaforge.runtime.density import EPS, LEGACY_MODALITIES, MODALITIES, FeatureDensity
 from vlaforge.types import ACTION, EMBODIMENT, OBS_STATE, TASK, image_key
 
 CONFIDENCE_FILE = "confidence.json"
 DENSITY_FILE = "confidence.safetensors"  # the density statistics (float64 means and precision matrices)
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: no density component, read as density=False
+FORMAT_VERSION = 3
+# version 1: no density component, read as density=False; version 2: no pixel part, read without it
+READABLE_VERSIONS = (1, 2, 3)
+PIXEL_GRID = 16  # side of the per-camera thumbnail of the density's pixel part
 METHODS = ("auto", "samples", "entropy", "tta")
 SETTINGS = ("method", "n_samples", "threshold", "shift_px", "state_jitter", "seed", "density", "shrinkage",
             "folds")
@@ -215,7 +221,7 @@ class ConfidenceEstimator:
                     dis[ix.cpu().numpy()] = d_e.double().cpu().numpy()
                     for j, i in enumerate(ix.tolist()):
                         means[i] = mean[j]
-                return dis, _stack(means), _numpy(feats), list(embs)
+                return dis, _stack(means), self._features(feats, batch), list(embs)
         finally:
             policy.train(was_training)
 
@@ -262,7 +268,12 @@ class ConfidenceEstimator:
                 xr = x[torch.from_numpy(np.flatnonzero(rows == r))]  # (n, H, D)
                 dis[r] = float(xr.var(dim=0, unbiased=False).mean().sqrt())
                 means[r] = policy.normalizer.unnormalize(xr.mean(0), emb, ACTION).float().cpu().numpy()
-        return dis, _stack(means), _numpy(feats), list(row_embs[::n])
+        return dis, _stack(means), self._features(feats, batch), list(row_embs[::n])
+
+    def _features(self, feats: Mapping[str, Any] | None, batch: Mapping[str, Any]
+                  ) -> dict[str, np.ndarray] | None:
+        """The encoder's modality features (float64 numpy) plus the ``pixels`` thumbnails of the batch."""
+        return None if feats is None else {**_numpy(feats), "pixels": thumbnails(self.policy, batch)}
 
     def _table(self, head_d: np.ndarray, feats: Mapping[str, np.ndarray] | None, embs: Sequence[str]
                ) -> dict[str, np.ndarray]:
@@ -297,7 +308,7 @@ class ConfidenceEstimator:
         elif ds:
             feats = {m: np.concatenate([f[m] for f in fs]) for m in MODALITIES}
         else:
-            feats = {m: np.zeros((0, w)) for m, w in self.policy.feature_dims().items()}
+            feats = {m: np.zeros((0, w)) for m, w in feature_dims(self.policy).items()}
         return (np.concatenate(ds) if ds else np.zeros(0)), feats, es
 
     def score_table(self, source: Any, max_frames: int | None = None, progress: bool = False
@@ -453,8 +464,9 @@ def _load_density(policy: Any, path: Path, meta: Mapping[str, Any]) -> FeatureDe
         arrays = safetensors_load(data)
     except (SafetensorError, ValueError, OSError) as e:
         raise ValueError(f"{tpath}: not a readable safetensors file ({e})") from None
-    return FeatureDensity.from_arrays(arrays, policy.feature_dims(), policy.embodiments, meta["shrinkage"],
-                                      meta["folds"], str(tpath))
+    modalities = LEGACY_MODALITIES if meta.get("format_version") == 2 else MODALITIES
+    return FeatureDensity.from_arrays(arrays, feature_dims(policy), policy.embodiments, meta["shrinkage"],
+                                      meta["folds"], str(tpath), modalities)
 
 
 def _calibrated_threshold(calibration: Mapping[str, Any] | None, combined: bool, default: float | None
@@ -502,6 +514,32 @@ def _bin_centres(head: Any, device: Any):
 
 def _stack(rows: Sequence[np.ndarray | None]) -> np.ndarray:
     return np.stack([r for r in rows])  # type: ignore[misc]
+
+
+def feature_dims(policy: Any) -> dict[str, int]:
+    """The width of each density part's features: ``Policy.feature_dims()`` plus the ``pixels`` thumbnails."""
+    side = min(PIXEL_GRID, policy.config.image_size)
+    return {**policy.feature_dims(), "pixels": len(policy.config.cameras) * 3 * side * side}
+
+
+def thumbnails(policy: Any, batch: Mapping[str, Any]) -> np.ndarray:
+    """A batch's camera images -> (B, cameras * 3 * G * G) float64 in [0, 1]: each image (uint8 0-255 or float
+    0-1, (B, 3, S, S)) averaged over G x G blocks, G = ``PIXEL_GRID`` (or S, for smaller images)."""
+    import torch
+    import torch.nn.functional as F
+
+    side = min(PIXEL_GRID, policy.config.image_size)
+    out = []
+    for cam in policy.config.cameras:
+        key = image_key(cam)
+        if key not in batch:
+            raise KeyError(f"{key}: missing from the batch; the policy reads cameras {list(policy.config.cameras)}")
+        im = torch.as_tensor(batch[key])
+        if im.ndim != 4 or im.shape[1] != 3:
+            raise ValueError(f"{key}: expected images (B, 3, S, S), got shape {tuple(im.shape)}")
+        x = im.double() / 255.0 if im.dtype == torch.uint8 else im.double()
+        out.append(F.adaptive_avg_pool2d(x.cpu(), side).flatten(1))
+    return torch.cat(out, 1).numpy()
 
 
 def _numpy(feats: Mapping[str, Any] | None) -> dict[str, np.ndarray] | None:

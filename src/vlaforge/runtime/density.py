@@ -6,7 +6,8 @@ features, Lee et al. 2018, here one Gaussian per embodiment and modality):
     density, cross = FeatureDensity.fit(features, embodiments)  # {modality: (N, F)} of calibration frames
     parts = density.normalized(features, embodiments)           # {modality: (B,)}: distance / in-dist. p99
 
-Per embodiment and modality (``language``, ``image``, ``state``: ``Policy.modality_features``) it keeps the
+Per embodiment and modality (``language``, ``image``, ``state``: ``Policy.modality_features``; ``pixels``: a
+coarse thumbnail of each camera image, ``vlaforge.runtime.confidence.thumbnails``) it keeps the
 mean of the calibration features and the inverse of a shrunk covariance ``(1 - a) S + a tr(S) / F I``
 (``a = shrinkage``; with a few hundred frames and F in the hundreds the sample covariance ``S`` alone is
 singular). A frame's distance is ``sqrt((x - mean)^T P (x - mean))``; it is reported normalized by the 99th
@@ -31,8 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-MODALITIES = ("language", "image", "state")
+MODALITIES = ("language", "image", "state", "pixels")
+# files written before the pixel part (confidence format 2) hold only these; they load without it
+LEGACY_MODALITIES = ("language", "image", "state")
 TENSORS = ("mean", "precision", "reference", "known")  # per embodiment and modality, in the saved file
 # a modality whose in-distribution values are a few distinct points (the trained instructions) is scored by the
 # distance to the nearest of them: a Gaussian around their centroid ranks a new sentence, which sits near the
@@ -169,13 +173,16 @@ class FeatureDensity:
         """{modality: (B, F)} -> {modality: (B,)} distance / p99 (1 = the 99th percentile of in-distribution
         frames); NaN for rows of an embodiment without statistics, inf for non-finite features."""
         embodiments = list(embodiments)
-        out = {m: np.full(len(embodiments), np.nan) for m in MODALITIES}
-        for e in set(embodiments):
-            if e not in self.gaussians:
-                continue
-            rows = np.flatnonzero(np.array(embodiments) == e)
-            for m, g in self.gaussians[e].items():
-                out[m][rows] = g.distance(np.asarray(features[m])[rows]) / max(g.p99, EPS)
+        out = {m: np.full(len(embodiments), np.nan) for m in MODALITIES}  # a part not fitted stays NaN
+        # one BLAS thread: this runs in the control loop beside torch, and OpenBLAS's worker threads keep
+        # spinning after a (1, 768) x (768, 768) product, which doubled estimate() on 2 cores (24 -> 55 ms)
+        with threadpool_limits(1, user_api="blas"):
+            for e in set(embodiments):
+                if e not in self.gaussians:
+                    continue
+                rows = np.flatnonzero(np.array(embodiments) == e)
+                for m, g in self.gaussians[e].items():
+                    out[m][rows] = g.distance(np.asarray(features[m])[rows]) / max(g.p99, EPS)
         return out
 
     # -- persistence (tensors for safetensors, a summary for JSON) ---------------------------------
@@ -197,9 +204,10 @@ class FeatureDensity:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], dims: Mapping[str, int],
-                    embodiments: Sequence[str], shrinkage: float, folds: int, source: str
-                    ) -> "FeatureDensity":
-        """Inverse of ``to_arrays``, checked against the policy: its embodiments and feature widths."""
+                    embodiments: Sequence[str], shrinkage: float, folds: int, source: str,
+                    modalities: Sequence[str] = MODALITIES) -> "FeatureDensity":
+        """Inverse of ``to_arrays``, checked against the policy (its embodiments and feature widths) and against
+        the ``modalities`` the file must hold (``LEGACY_MODALITIES`` for files from before the pixel part)."""
         keys: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for k, v in arrays.items():
             parts = k.split("/")
@@ -214,11 +222,11 @@ class FeatureDensity:
             if e not in embodiments:
                 raise ValueError(f"{source}: statistics for embodiment {e!r}; the policy has "
                                  f"{list(embodiments)}")
-            if set(mods) != set(MODALITIES):
-                raise ValueError(f"{source}: embodiment {e!r}: expected modalities {list(MODALITIES)}, "
+            if set(mods) != set(modalities):
+                raise ValueError(f"{source}: embodiment {e!r}: expected modalities {list(modalities)}, "
                                  f"got {sorted(mods)}")
             gaussians[e] = {}
-            for m in MODALITIES:
+            for m in modalities:
                 t, f = mods[m], int(dims[m])
                 want = {"mean": (f,), "precision": (f, f), "reference": (3,)}
                 for name, shape in want.items():
