@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEMO_TASKS = ("drawer-open-v3", "drawer-close-v3", "button-press-topdown-v3")
@@ -112,7 +112,7 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
     else:
         print(f"[3/3] evaluating {ckpt}: {eval_episodes} episodes per task, seeds 1000-{999 + eval_episodes}, "
               f"chunks executed with {strategy!r}")
-        res.results = evaluate(replace(eval_cfg, checkpoint=str(ckpt)), print_table=True)
+        res.results = evaluate(eval_cfg, print_table=True)  # its checkpoint is ckpt (run / FINAL)
     res.minutes["eval"] = (time.perf_counter() - t0) / 60
     res.minutes["total"] = (time.perf_counter() - t_all) / 60
     mean = res.results["overall"]["success_rate"] * 100
