@@ -5,18 +5,31 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> dict:
-    import torch
+def machine(precision: str | None = None) -> dict:
+    """Where a benchmark ran: CPU model, torch's CPU capability, bf16 support, threads, torch version (and any
+    emulation of a slower CPU), the load, the date and, when given, the precision it used."""
+    from vlaforge.precision import machine_info, machine_kind
 
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2),
-            "date": _dt.date.today().isoformat()}
+    m = machine_info()
+    m.update(kind=machine_kind(m), load_avg_1m=round(os.getloadavg()[0], 2), date=_dt.date.today().isoformat())
+    if precision is not None:
+        m["precision"] = precision
+    return m
+
+
+def machine_line(m: dict) -> str:
+    """The machine as one markdown line (``write`` puts it under every table)."""
+    from vlaforge.precision import describe_machine
+
+    if "cpu_capability" not in m:  # a result recorded before the machine was described in full
+        return f"Machine: {json.dumps(m)}"
+    line = f"Machine: {describe_machine(m)}; load average {m.get('load_avg_1m')} at the start; {m.get('date')}"
+    return line + (f". Precision: {m['precision']}." if m.get("precision") else ".")
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
@@ -40,6 +53,6 @@ def write(name: str, payload: dict, table: str, command: str) -> None:
     from vlaforge.fsutil import write_atomic
 
     write_atomic(RESULTS / f"{name}.json", json.dumps(payload, indent=2))
-    md = f"# {name}\n\nCommand: `{command}`\n\n{table}\nMachine: {json.dumps(payload.get('machine', {}))}\n"
+    md = f"# {name}\n\nCommand: `{command}`\n\n{table}\n{machine_line(payload.get('machine', {}))}\n"
     write_atomic(RESULTS / f"{name}.md", md)
     print(table)

@@ -18,16 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from vlaforge.fsutil import write_atomic
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command, machine, machine_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HEADS = ("regression", "tokens", "flow", "diffusion")
@@ -60,6 +62,7 @@ def run_head(head: str, preset: str, data: Path, out: Path, args) -> dict:
         f"policy.head={head}", f"policy.image_size={args.image_size}", f"dataset={data}", f"out={out}",
         f"steps={1 + args.steps}", f"batch_size={args.batch}", f"threads={args.threads}", "num_workers=0",
         "log_interval=1", "val_interval=0", "ckpt_interval=0", "warmup=0", "progress=false", "tensorboard=false",
+        f"bf16={args.bf16}",
     ])
     ds = ChunkDataset(data, chunk_size=cfg.policy.chunk_size, split="all", augment=True, paraphrase=False,
                       progress=False)
@@ -68,13 +71,15 @@ def run_head(head: str, preset: str, data: Path, out: Path, args) -> dict:
     wall = time.perf_counter() - start
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     steps = [x for x in lines if x["event"] == "train"][1:]  # drop the first step (one-off costs)
+    precision = next(x for x in lines if x["event"] == "precision")
     med = {k: statistics.median(x[k] for x in steps) for k in
            ("s_per_step", "time/data", "time/forward", "time/backward", "time/optimizer")}
     from vlaforge.policy import Policy
 
     n_params = Policy.load(out / "checkpoint").num_parameters()
     return {
-        "head": head, "parameters": n_params, "measured_steps": len(steps),
+        "head": head, "precision": precision["precision"], "precision_reason": precision["reason"],
+        "parameters": n_params, "measured_steps": len(steps),
         "s_per_step": med["s_per_step"], "samples_per_s": args.batch / med["s_per_step"],
         "s_per_step_best": min(x["s_per_step"] for x in steps),
         "data_s": med["time/data"], "forward_s": med["time/forward"], "backward_s": med["time/backward"],
@@ -85,24 +90,23 @@ def run_head(head: str, preset: str, data: Path, out: Path, args) -> dict:
 
 def to_markdown(res: dict) -> str:
     a = res["args"]
-    rows = ["| head | params | samples/s | s/step (median) | s/step (best) | data | forward | backward | optimizer |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| head | precision | params | samples/s | s/step (median) | s/step (best) | data | forward | backward | "
+            "optimizer |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["heads"]:
         s = r["s_per_step"]
         split = " | ".join(f"{r[k]:.3f} s ({100 * r[k] / s:.0f}%)"
                            for k in ("data_s", "forward_s", "backward_s", "optimizer_s"))
-        rows.append(f"| {r['head']} | {r['parameters'] / 1e6:.2f} M | {r['samples_per_s']:.1f} | {s:.2f} | "
+        rows.append(f"| {r['head']} | {r['precision']} | {r['parameters'] / 1e6:.2f} M | {r['samples_per_s']:.1f} | {s:.2f} | "
                     f"{r['s_per_step_best']:.2f} | {split} |")
-    load = res["machine"]["loadavg_before"], res["machine"]["loadavg_after"]
+    load = res["machine"]["load_avg_1m"], res["load_avg_after"]
     return "\n".join([
         "# Training throughput", "",
-        (f"`python benchmarks/train_throughput.py --preset {a['preset']} --image-size {a['image_size']} "
-         f"--batch {a['batch']} --threads {a['threads']} --steps {a['steps']}`"), "",
-        (f"Preset `{a['preset']}` (policy `default`: MiniLM, d_model 256, depth 4), {a['image_size']} px, "
+        f"`{res['command']}`", "",
+        (f"Preset `{a['preset']}` ({res['policy']}), {a['image_size']} px, bf16={a['bf16']}, "
          f"batch {a['batch']}, {a['threads']} torch threads, `num_workers=0`; median of {a['steps']} steps after "
          f"one warm-up step; times per step from the trainer's own log."), "",
         *rows, "",
-        (f"Machine: {res['machine']['cpu']} ({res['machine']['cores']} cores), torch {res['machine']['torch']}. "
+        (f"{machine_line(res['machine'])} "
          f"Load average (1 min) before the run: {load[0]:.2f}, after: {load[1]:.2f} (the run itself adds about "
          f"{a['threads']})" + (": other processes were using the CPU too, so these numbers are pessimistic."
                                if load[0] >= 0.5 else ".")), "",
@@ -117,26 +121,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="measured steps per head (after one warm-up step)")
     parser.add_argument("--heads", default=",".join(HEADS))
+    parser.add_argument("--bf16", default="auto", help="training precision: auto (vlaforge.precision), true, false")
+    parser.add_argument("--name", default="train_throughput", help="results file name (e.g. for the other CPU kind)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    import torch
     from tqdm import tqdm
 
+    from vlaforge.training import build_config
+
     heads = [h for h in args.heads.split(",") if h]
-    load_before = os.getloadavg()[0]
+    started = machine()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         data = make_dataset(Path(tmp) / "data", args.image_size)
         for head in tqdm(heads, desc="heads", unit="head", file=sys.stderr):
             results.append(run_head(head, args.preset, data, Path(tmp) / f"run-{head}", args))
+    pc = build_config(args.preset).policy
+    started["precision"] = "/".join(sorted({r["precision"] for r in results}))
+    started["torch_threads"] = args.threads  # what the runs used (the trainer sets it for its duration)
     res = {
-        "args": {k: v for k, v in vars(args).items() if k != "out"}, "heads": results,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch": torch.__version__, "loadavg_before": load_before, "loadavg_after": os.getloadavg()[0]},
+        "args": {k: v for k, v in vars(args).items() if k != "out"}, "command": command("train_throughput.py", argv),
+        "policy": f"d_model {pc.d_model}, depth {pc.depth}, vision {list(pc.vision_channels)}, {pc.language_encoder}",
+        "heads": results, "machine": started, "load_avg_after": round(os.getloadavg()[0], 2),
     }
     out = Path(args.out)
-    write_atomic(out / "train_throughput.json", json.dumps(res, indent=2))
-    write_atomic(out / "train_throughput.md", to_markdown(res))
+    write_atomic(out / f"{args.name}.json", json.dumps(res, indent=2))
+    write_atomic(out / f"{args.name}.md", to_markdown(res))
     print(to_markdown(res))
     return res
 

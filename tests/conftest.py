@@ -2,6 +2,11 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# measured precision choices (vlaforge.precision) go to a directory of this test session, not the user's cache
+if "VLAFORGE_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["VLAFORGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vlaforge-test-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -81,12 +81,25 @@ def test_bad_input_errors_name_what_was_expected():
 
 def test_stats_errors():
     cfg = presets.get("tiny")
+    # a zero spread is normal data, handled: constant -> centred with scale 1; q01 = q99 with a min..max range ->
+    # that range; both reported. An explicit floor still floors every spread.
     zero = uniform_stats(4, 4)
-    zero["action"]["q01"] = [-1, -1, 0.5, -1]
-    zero["action"]["q99"] = [1, 1, 0.5, 1]
-    with pytest.raises(ValueError, match=r"stats\['sawyer'\]\['action'\]: zero spread \(q99 - q01 = 0\) in dimension\(s\) \[2\]"):
-        Policy(cfg, {"sawyer": zero})
-    Policy(cfg.replace(min_spread=1e-3), {"sawyer": zero})  # an explicit floor is allowed
+    zero["action"]["q01"] = [-1, -1, 0.5, 0.2]
+    zero["action"]["q99"] = [1, 1, 0.5, 0.2]
+    zero["action"]["min"] = [-1, -1, 0.5, 0.2]
+    zero["action"]["max"] = [1, 1, 0.5, 1.0]
+    norm = Policy(cfg, {"sawyer": zero}).normalizer
+    assert norm.scale[("sawyer", "action")].tolist() == pytest.approx([1, 1, 1, 0.4])
+    assert norm.center[("sawyer", "action")].tolist() == pytest.approx([0, 0, 0.5, 0.2])
+    assert norm.notes() == ["sawyer action: dimension(s) [2] constant in the data (2: 0.5): centred, scale 1",
+                            "sawyer action: dimension(s) [3] with q01 = q99 but a nonzero min..max range: scaled "
+                            "by half that range"]
+    floored = Policy(cfg.replace(min_spread=1e-3), {"sawyer": zero}).normalizer
+    assert floored.scale[("sawyer", "action")][2] == pytest.approx(1e-3) and floored.notes() == []
+    nan = uniform_stats(4, 4)
+    nan["action"]["q99"] = [1, 1, float("nan"), 1]
+    with pytest.raises(ValueError, match=r"stats\['sawyer'\]\['action'\]\['q99'\]: expected finite values"):
+        Policy(cfg, {"sawyer": nan})
     with pytest.raises(ValueError, match=r"stats: missing embodiment 'sawyer'"):
         Policy(cfg, {"panda": uniform_stats(4, 4)})
     broken = uniform_stats(4, 4)

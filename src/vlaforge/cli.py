@@ -16,6 +16,10 @@ app = typer.Typer(
 )
 
 
+BF16_HELP = ("inference under bf16 autocast: auto (only where this CPU runs bf16 natively and faster), true or "
+             "false")
+
+
 @app.callback()
 def _root() -> None:
     """Vision-Language-Action policies: collect demonstrations, train, evaluate, deploy."""
@@ -71,14 +75,8 @@ def collect_cmd(
 def dataset_info_cmd(path: str = typer.Argument(..., help="dataset directory")) -> None:
     """Episodes, frames, tasks, features and statistics of a dataset."""
     from vlaforge.data.collect import describe
-    from vlaforge.data.format import DatasetFormatError
 
-    try:
-        lines = describe(path)
-    except DatasetFormatError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
-    for line in lines:
+    for line in describe(path):
         typer.echo(line)
 # --- end data ---
 
@@ -96,6 +94,7 @@ def eval_cmd(
     workers: int = typer.Option(1, help="parallel worker processes, each with its own renderer"),
     max_steps: int = typer.Option(300, help="step limit per episode (as in collection)"),
     videos: int = typer.Option(1, help="episodes per task recorded as mp4"),
+    bf16: str = typer.Option("auto", help=BF16_HELP),
 ) -> None:
     """Roll a policy out in Meta-World on fixed seeds; success, smoothness, latency, report and videos."""
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
@@ -103,7 +102,7 @@ def eval_cmd(
 
     evaluate(EvalConfig(checkpoint=checkpoint, tasks=tuple(resolve_tasks(tasks)), episodes=episodes, seed=seed,
                         execute_steps=execute_steps or None, strategy=strategy, workers=workers, max_steps=max_steps,
-                        videos=videos, out=out))
+                        videos=videos, out=out, bf16=bf16))
 
 
 # --- training (logic in vlaforge.training.commandline; `vlaforge train --help` lists every config field) ---------
@@ -139,32 +138,21 @@ def deploy_sim_cmd(
     adapt_every: int = typer.Option(50, help="corrections between adaptations"),
     dataset: str = typer.Option("", help="replay data for adaptation (dataset directory)"),
     threads: int = typer.Option(1, help="torch threads for inference (0: torch's default)"),
+    bf16: str = typer.Option("auto", help=BF16_HELP),
     out: str = typer.Option("deploy-sim", help="output dir: summary.json, monitor_report.json, monitor.png"),
 ) -> None:
     """Run the deployment runtime (safety, chunking, monitor) in Meta-World as on a robot; inject faults."""
     from vlaforge.runtime.deploy_sim import DeploySimConfig, run_deploy_sim, summary_lines
 
     kinds = tuple(k.strip() for item in inject for k in item.split(",") if k.strip())
-    try:
-        cfg = DeploySimConfig(checkpoint=checkpoint, task=task, episodes=episodes, strategy=strategy,
-                              recompute_every=recompute_every or None, inject=kinds, inject_step=inject_step,
-                              slow_s=slow_s or None, max_chunk_age_s=max_chunk_age, seed=seed,
-                              max_steps=max_steps, max_force=max_force, realtime=realtime,
-                              confidence=confidence, corrections=corrections,
-                              correction_threshold=correction_threshold, adapt_every=adapt_every,
-                              dataset=dataset or None, threads=threads or None, out=out)
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
-    from vlaforge.data.format import DatasetFormatError
-    from vlaforge.evaluation.rollout import IncompatibleCheckpoint
-    from vlaforge.policy import CheckpointError
-
-    try:
-        result = run_deploy_sim(cfg)
-    except (CheckpointError, IncompatibleCheckpoint, DatasetFormatError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+    cfg = DeploySimConfig(checkpoint=checkpoint, task=task, episodes=episodes, strategy=strategy,
+                          recompute_every=recompute_every or None, inject=kinds, inject_step=inject_step,
+                          slow_s=slow_s or None, max_chunk_age_s=max_chunk_age, seed=seed,
+                          max_steps=max_steps, max_force=max_force, realtime=realtime,
+                          confidence=confidence, corrections=corrections,
+                          correction_threshold=correction_threshold, adapt_every=adapt_every,
+                          dataset=dataset or None, threads=threads or None, bf16=bf16, out=out)
+    result = run_deploy_sim(cfg)
     for line in summary_lines(result):
         typer.echo(line)
     typer.echo(f"written: {out}/summary.json, {out}/monitor_report.json, {out}/monitor.png")
@@ -190,8 +178,34 @@ def demo_cmd(
     run_demo(root, episodes_per_task, eval_episodes, workers, preset, tuple(override), force_eval, strategy)
 
 
-def main() -> None:
-    app()
+#: exceptions that mean the input was wrong (a path, a name, a flag, a file's contents): every command reports them
+#: as one ``error: ...`` line and exit status 2. The library raises these with messages that say what was
+#: expected and what came; anything else is a bug and keeps its traceback. VLAFORGE_TRACEBACK=1 shows it for
+#: these too.
+INPUT_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def error_line(e: BaseException) -> str:
+    """The one line printed for an input error (a KeyError's message without the quotes repr adds)."""
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in msg:
+        msg = f"{e.filename}: {msg}"
+    return "error: " + " ".join((msg or type(e).__name__).split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    import os
+    import sys
+
+    try:
+        app(args=argv)
+    except Exception as e:  # noqa: BLE001 - sorted below: input errors become one line, the rest re-raise
+        from vlaforge.data.video import VideoError  # a dataset's unreadable video: bad input too
+
+        if not isinstance(e, (*INPUT_ERRORS, VideoError)) or os.environ.get("VLAFORGE_TRACEBACK"):
+            raise
+        print(error_line(e), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

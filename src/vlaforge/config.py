@@ -76,7 +76,8 @@ class PolicyConfig:
     env_token: bool = False
     # normalization
     normalization: Literal["mean_std", "quantile"] = "quantile"
-    min_spread: float = 0.0  # 0: a statistic with zero spread is an error; >0: spreads are floored here
+    # 0: a constant (zero-spread) dimension is centred with scale 1 and reported; > 0: every spread floored here
+    min_spread: float = 0.0
 
     def __post_init__(self) -> None:
         # accept lists / dicts from JSON and CLI, store canonical immutable forms

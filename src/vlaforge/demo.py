@@ -45,6 +45,22 @@ def _dataset_complete(root: Path, tasks, episodes: int) -> bool:
     return all(counts.get(t, 0) >= episodes for t in tasks)
 
 
+def _check_images(root: Path, size: int, cameras) -> None:
+    """A dataset already in ``root`` must hold the images the preset trains on; say so before anything runs."""
+    from vlaforge.data.reader import DatasetReader
+    from vlaforge.types import image_key
+
+    if not (root / "meta" / "info.json").is_file():
+        return
+    features = DatasetReader(root).features
+    for cam in cameras:
+        ft = features.get(image_key(cam))
+        shape = tuple(ft["shape"]) if ft else None
+        if shape is None or shape[:2] != (size, size):
+            raise ValueError(f"{root}: holds {f'{shape[0]} px' if shape else 'no'} {cam!r} images; the preset trains "
+                             f"on {size} px: delete {root} (or choose another --root) to collect them anew")
+
+
 def _has_env_state(root: Path) -> bool:
     from vlaforge.data.reader import DatasetReader
     from vlaforge.types import OBS_ENV_STATE
@@ -63,9 +79,12 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
 
     root = Path(root)
     data, run, out = root / "data", root / "train", root / "eval"
-    # built (and so checked) before anything runs: a bad setting must not surface after collection and training
+    # built (and so checked) before anything runs: a bad preset or setting must not surface after collection
+    config = build_config(train_preset, [f"dataset={data}", f"out={run}", *overrides])
     eval_cfg = EvalConfig(checkpoint=str(run / FINAL), tasks=DEMO_TASKS, episodes=eval_episodes, seed=1000,
                           workers=workers, out=str(out), strategy=strategy)
+    size, cameras = config.policy.image_size, config.policy.cameras
+    _check_images(data, size, cameras)
     res = DemoResult(root)
     t_all = time.perf_counter()
 
@@ -77,13 +96,12 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
     else:
         print(f"[1/3] collecting {episodes_per_task} scripted demonstrations per task into {data}")
         summary = collect(CollectConfig(out=data, tasks=list(DEMO_TASKS), episodes_per_task=episodes_per_task,
-                                        image_size=96, workers=workers, resume=data.exists()))
+                                        image_size=size, cameras=cameras, workers=workers, resume=data.exists()))
         print("\n".join(summary.lines()))
     res.minutes["collect"] = (time.perf_counter() - t0) / 60
 
     # 2. training
     t0 = time.perf_counter()
-    config = build_config(train_preset, [f"dataset={data}", f"out={run}", *overrides])
     if config.policy.aux_env_weight > 0 and not _has_env_state(data):
         print(f"      note: {data} was recorded without observation.environment_state; training without the "
               f"auxiliary loss (collect into a new directory for the recipe as measured)")

@@ -27,6 +27,7 @@ from torch import nn
 from vlaforge import __version__
 from vlaforge.config import PolicyConfig
 from vlaforge.fsutil import replace_dir, temp_dir_beside
+from vlaforge.precision import Precision, resolve_bf16
 from vlaforge.models.encoders import (LANGUAGE_DIM, EnvStateReader, StateEncoder, VisionEncoder, make_language_encoder,
                                       sincos_2d)
 from vlaforge.models.fusion import Fusion
@@ -103,6 +104,8 @@ class Policy(nn.Module):
         self.env_readers = nn.ModuleDict({e: EnvStateReader(d, config.heads, n) for e, n in aux.items()}
                                          if config.env_token else {})
         self._pos_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        # inference precision (predict_chunk, sample_chunks); fp32 until set_precision chooses
+        self.inference_precision = Precision(False, "false", "fp32 until set_precision() chooses")
 
     # -- properties --------------------------------------------------------------------------------------------
     @property
@@ -353,6 +356,31 @@ class Policy(nn.Module):
             batch[key] = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
         return batch
 
+    def set_precision(self, bf16: Any = "auto", warn: bool = True) -> Precision:
+        """Choose bf16 autocast for inference (``vlaforge.precision.resolve_bf16``): ``"auto"`` takes bf16 only
+        where this machine runs it natively and a timed ``predict_chunk`` on a synthetic frame is faster (timings
+        remembered per machine and config); ``True`` / ``False`` as asked. Returns the choice (log its
+        ``describe()``). Autocast applies inside ``sample_chunks_batch``, so it holds in any thread. ``warn``: the
+        warning for an explicit True on a CPU without native bf16."""
+        def probe(use_bf16: bool) -> None:
+            self.inference_precision = Precision(use_bf16, "probe", "")
+            self.predict_chunk(self._synthetic_frame())
+
+        key = f"infer|{self.device}|" + json.dumps(self.config.to_dict(), sort_keys=True)
+        before = self.inference_precision
+        try:
+            choice = resolve_bf16(bf16, self.device.type, probe=probe, probe_key=key, warn=warn)
+        finally:
+            self.inference_precision = before
+        self.inference_precision = choice
+        return choice
+
+    def _synthetic_frame(self) -> dict[str, Any]:
+        emb, spec = next(iter(self.config.embodiments.items()))
+        s = self.config.image_size
+        frame: dict[str, Any] = {image_key(c): np.zeros((s, s, 3), np.uint8) for c in self.config.cameras}
+        return frame | {OBS_STATE: np.zeros(spec.state_dim, np.float32), TASK: "probe", EMBODIMENT: emb}
+
     @torch.inference_mode()
     def sample_chunks_batch(self, batch: Mapping[str, Any], n: int = 1, generator: torch.Generator | None = None,
                             deterministic: bool = False) -> list[np.ndarray]:
@@ -360,12 +388,15 @@ class Policy(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            cond, embs = self.encode(batch)
+            with self.inference_precision.autocast(self.device.type):
+                cond, embs = self.encode(batch)
             out: list[np.ndarray | None] = [None] * len(embs)
             for e, ix in self._groups(embs).items():
                 head = self.heads[e]
-                x = head.predict(cond[ix], generator)[:, None] if deterministic else head.sample(cond[ix], n, generator)
-                x = self.normalizer.unnormalize(x, e, ACTION).float().cpu().numpy()  # (b_e, n, H, D)
+                with self.inference_precision.autocast(self.device.type):
+                    x = (head.predict(cond[ix], generator)[:, None] if deterministic
+                         else head.sample(cond[ix], n, generator))
+                x = self.normalizer.unnormalize(x.float(), e, ACTION).cpu().numpy()  # (b_e, n, H, D)
                 for j, i in enumerate(ix.tolist()):
                     out[i] = x[j]
             return out  # type: ignore[return-value]

@@ -112,8 +112,10 @@ def test_dataset_info_cli(tmp_path, small_dataset):
     assert "observation.images.corner" in res.output and "h264 yuv444p" in res.output
     assert "action             mean" in res.output
     (root / "meta/info.json").unlink()
-    res = CliRunner().invoke(app, ["dataset", "info", str(root)])
-    assert res.exit_code == 2 and "meta/info.json is missing" in res.output
+    from tests.test_cli import run_cli
+
+    code, _, err = run_cli(["dataset", "info", str(root)])
+    assert code == 2 and "meta/info.json is missing" in err and len(err.splitlines()) == 1
 
 
 def test_action_noise_executes_perturbed_actions_and_records_the_experts():

@@ -122,6 +122,8 @@ def test_cli_deploy_sim(checkpoint, tmp_path):
                                    "--inject-step", "4", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "ESTOP" in res.output and (out / "summary.json").is_file()
-    res = CliRunner().invoke(app, ["deploy-sim", "--checkpoint", str(checkpoint), "--task", TASK,
-                                   "--inject", "smoke", "--out", str(out)])
-    assert res.exit_code == 2 and "expected any of ('nan', 'force', 'slow')" in res.output
+    from tests.test_cli import run_cli
+
+    code, _, err = run_cli(["deploy-sim", "--checkpoint", str(checkpoint), "--task", TASK, "--inject", "smoke",
+                            "--out", str(out)])
+    assert code == 2 and err == "error: inject: expected any of ('nan', 'force', 'slow'), got ['smoke']\n"

@@ -360,6 +360,7 @@ def describe(root: str | Path) -> list[str]:
                     if name in stats[key]:
                         vals = np.asarray(stats[key][name], dtype=float).reshape(-1)
                         lines.append(f"  {key:18s} {name:4s} " + " ".join(f"{v:8.3f}" for v in vals))
+        lines.extend(f"  note: {n}" for n in _normalization_notes(stats, s["robot_type"]))
         for key in r.camera_keys:
             if key in stats and "mean" in stats[key]:
                 m = np.asarray(stats[key]["mean"], dtype=float).reshape(-1)
@@ -368,6 +369,17 @@ def describe(root: str | Path) -> list[str]:
                     f"  {key:18s} mean {' '.join(f'{v:.3f}' for v in m)}  std {' '.join(f'{v:.3f}' for v in sd)}"
                 )
     return lines
+
+
+def _normalization_notes(stats: dict, robot: str) -> list[str]:
+    """What the policy's (quantile) normalization does with this data's zero-spread dimensions."""
+    from vlaforge.processing.normalize import Normalizer, as_stats
+
+    try:
+        return Normalizer(as_stats({robot or "robot": {k: stats[k] for k in (OBS_STATE, ACTION)}}),
+                          "quantile").notes()
+    except (KeyError, ValueError) as e:  # statistics a policy could not use: say so, do not hide it
+        return [f"the statistics cannot be used for normalization: {e}"]
 
 
 def parse_cameras(spec: str | Sequence[str]) -> tuple[str, ...]:

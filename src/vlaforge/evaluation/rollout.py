@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,10 +34,13 @@ class EvalConfig:
     videos: int = 1  # episodes per task recorded as mp4 (the first ones)
     instructions: Mapping[str, str] = field(default_factory=dict)  # task -> instruction override (swap tests)
     out: str | None = None
+    bf16: Any = "auto"  # inference under bf16 autocast: auto | True | False (vlaforge.precision)
 
     def __post_init__(self) -> None:
+        from vlaforge.precision import normalize_setting
         from vlaforge.runtime.chunking import STRATEGIES
 
+        normalize_setting(self.bf16)  # raises on anything but auto / true / false
         if self.strategy not in STRATEGIES:  # here, before any rollout (or, in the demo, any training) starts
             raise ValueError(f"EvalConfig.strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
 
@@ -77,6 +80,7 @@ def _init_worker(cfg: EvalConfig, threads: int) -> None:
     torch.set_num_threads(threads)
     policy = Policy.load(cfg.checkpoint)
     check_compatible(policy.config)
+    policy.set_precision(cfg.bf16, warn=False)  # the parent resolved "auto" (choose_precision) and warned
     _STATE.clear()
     _STATE.update(cfg=cfg, policy=policy, envs={})
 
@@ -149,7 +153,8 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> list[EpisodeResult
 
     from vlaforge.policy import Policy
 
-    check_compatible(Policy.read_config(cfg.checkpoint))  # fail before starting any worker
+    # fail here, before starting any worker: a worker whose start-up fails would be restarted by the pool
+    check_compatible(Policy.load(cfg.checkpoint).config)
     items = [(t, cfg.seed + i, i < cfg.videos) for i in range(cfg.episodes) for t in cfg.tasks]
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(items), desc="eval episodes", unit="ep", disable=not progress, dynamic_ncols=True)
@@ -193,14 +198,21 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
     from vlaforge.policy import Policy
 
-    chunk = Policy.read_config(cfg.checkpoint).chunk_size
+    policy = Policy.load(cfg.checkpoint)  # a missing or broken checkpoint fails here, with its own message
+    check_compatible(policy.config)
+    chunk = policy.config.chunk_size
+    precision = policy.set_precision(cfg.bf16)  # decided once: the workers take it as a plain bool
+    del policy
+    if progress:
+        print(precision.describe())
     t0 = time.perf_counter()
-    episodes = run_evaluation(cfg, progress=progress)
+    episodes = run_evaluation(replace(cfg, bf16=precision.bf16), progress=progress)
     summary = summarize(episodes)
     results = {
         "checkpoint": str(cfg.checkpoint), "tasks": list(cfg.tasks), "episodes_per_task": cfg.episodes,
         "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "strategy": cfg.strategy,
         "execute_steps": cfg.execute_steps or max(1, chunk // 2), "max_steps": cfg.max_steps, "instructions": dict(cfg.instructions),
+        "precision": precision.to_dict(),
         "wall_s": round(time.perf_counter() - t0, 1), **summary,
         "episodes": [e.to_dict() | {"chunk_latency_ms": None} for e in episodes],
     }

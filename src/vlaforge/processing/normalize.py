@@ -7,8 +7,11 @@ Two modes:
 - ``mean_std``: ``(x - mean) / std``
 - ``quantile``: ``q01 -> -1``, ``q99 -> +1`` (values outside stay linear, unclipped)
 
-A missing key or a zero spread is an error, never a silent identity. ``min_spread > 0`` floors the spread
-explicitly (it is saved in the policy config), for dimensions that really are constant in the data.
+A missing key or a non-finite statistic is an error, never a silent identity. A dimension with zero spread is
+normal in real data (the gripper never moves in a drawer task) and is handled, and reported (``notes()``): where
+min..max still has a range (rare values beyond the quantiles) that range scales it; where the dimension is
+constant it is centred on its value with scale 1. ``min_spread > 0`` instead floors every spread explicitly
+(it is saved in the policy config).
 
 ``observation.environment_state`` (optional: kept and normalized when the statistics have it) is only an
 auxiliary training target; its spread is floored at ``ENV_MIN_SPREAD`` (a coordinate that never moves, such as
@@ -54,6 +57,26 @@ def as_stats(raw: Mapping[str, Any], required_keys=NORMALIZED_KEYS) -> Stats:
     return out
 
 
+def is_zero_spread(spread: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Dimensions whose spread is zero, or float noise beside their value (< 1e-6 of it, at least 1e-6)."""
+    return ~(np.asarray(spread) > 1e-6 * (1.0 + np.abs(np.asarray(center))))
+
+
+def _zero_spread(s: Mapping[str, np.ndarray], center: np.ndarray, scale: np.ndarray
+                 ) -> tuple[np.ndarray, list[int], list[int]]:
+    """Scales for the dimensions whose spread is zero: half the min..max range where the data does move (a
+    gripper that closes in under 1% of the frames: q01 = q99), 1 where it never does (a constant dimension is
+    centred on its value and left unscaled: the head learns 0 there and predicts the constant back).
+    Returns (scale, constant dims, rare-value dims)."""
+    zero = is_zero_spread(scale, center)
+    if not zero.any():
+        return scale, [], []
+    half_range = ((s["max"] - s["min"]) / 2).astype(np.float32)
+    moves = zero & ~is_zero_spread(half_range, center)
+    scale = np.where(moves, half_range, np.where(zero, 1.0, scale)).astype(np.float32)
+    return scale, np.flatnonzero(zero & ~moves).tolist(), np.flatnonzero(moves).tolist()
+
+
 def stats_to_json(stats: Stats) -> dict:
     return {e: {k: {n: np.asarray(v).astype(float).tolist() for n, v in s.items()} for k, s in ks.items()}
             for e, ks in stats.items()}
@@ -69,6 +92,9 @@ class Normalizer:
         self.min_spread = float(min_spread)
         self.center: dict[tuple[str, str], np.ndarray] = {}
         self.scale: dict[tuple[str, str], np.ndarray] = {}
+        #: per (embodiment, key), the dimensions whose spread was zero and how they are handled (``notes()``)
+        self.constant: dict[tuple[str, str], list[int]] = {}
+        self.rare: dict[tuple[str, str], list[int]] = {}
         self._torch_cache: dict[tuple[str, str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         for emb, per_key in stats.items():
             for key, s in per_key.items():
@@ -78,17 +104,26 @@ class Normalizer:
                     center, scale = s["mean"], s["std"]
                 else:
                     center, scale = (s["q99"] + s["q01"]) / 2, (s["q99"] - s["q01"]) / 2
-                scale = scale.astype(np.float32)
+                center, scale = center.astype(np.float32), scale.astype(np.float32)
                 floor = ENV_MIN_SPREAD if key == OBS_ENV_STATE else self.min_spread
-                zero = np.nonzero(~(scale > 0))[0] if floor == 0 else np.array([], dtype=int)
-                if zero.size:
-                    which = "std" if mode == "mean_std" else "q99 - q01"
-                    raise ValueError(
-                        f"stats[{emb!r}][{key!r}]: zero spread ({which} = 0) in dimension(s) {zero.tolist()}; a constant "
-                        f"dimension cannot be normalized. Set PolicyConfig.min_spread > 0 to floor the spread explicitly."
-                    )
-                self.center[(emb, key)] = center.astype(np.float32)
+                if floor == 0:
+                    scale, self.constant[(emb, key)], self.rare[(emb, key)] = _zero_spread(s, center, scale)
+                self.center[(emb, key)] = center
                 self.scale[(emb, key)] = np.maximum(scale, floor).astype(np.float32)
+
+    def notes(self) -> list[str]:
+        """One line per normalized key with zero-spread dimensions, saying how they are normalized."""
+        out = []
+        for (emb, key), dims in self.constant.items():
+            if dims:
+                vals = ", ".join(f"{d}: {self.center[(emb, key)][d]:g}" for d in dims)
+                out.append(f"{emb} {key}: dimension(s) {dims} constant in the data ({vals}): centred, scale 1")
+        for (emb, key), dims in self.rare.items():
+            if dims:
+                what = "std" if self.mode == "mean_std" else "q01 = q99"
+                out.append(f"{emb} {key}: dimension(s) {dims} with {what} but a nonzero min..max range: scaled "
+                           f"by half that range")
+        return out
 
     def dim(self, embodiment: str, key: str) -> int:
         return int(self.center[(embodiment, key)].shape[0])

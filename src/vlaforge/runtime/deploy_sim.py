@@ -76,6 +76,7 @@ class DeploySimConfig:
     adapt_steps: int = 20
     dataset: str | None = None  # replay data for the adapter (a dataset directory)
     threads: int | None = 1  # torch intra-op threads for the run (None: leave torch's setting)
+    bf16: Any = "auto"  # inference under bf16 autocast: auto | True | False (vlaforge.precision)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -87,6 +88,9 @@ class DeploySimConfig:
         from vlaforge.runtime.chunking import STRATEGIES
         from vlaforge.sim.instructions import base_task
 
+        from vlaforge.precision import normalize_setting
+
+        normalize_setting(self.bf16)  # auto / true / false, else a ValueError
         base_task(self.task)  # an unknown name is a ValueError with a did-you-mean
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
@@ -419,6 +423,9 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
 
         policy = Policy.load(cfg.checkpoint)
     check_compatible(policy.config)
+    precision = policy.set_precision(cfg.bf16)
+    if cfg.progress:
+        print(precision.describe())
     out = Path(cfg.out) if cfg.out else None
     estimator = adapter = None
     if cfg.confidence:
@@ -456,7 +463,8 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
             adapter.close()
     report = dep.monitor.report()
     seen = sorted({s for e in dep.episodes for s in e["statuses"]})
-    result = {"config": asdict(cfg), "wall_s": time.perf_counter() - t0, "episodes": dep.episodes,
+    result = {"config": asdict(cfg), "precision": precision.to_dict(), "wall_s": time.perf_counter() - t0,
+              "episodes": dep.episodes,
               "success_rate": sum(e["success"] for e in dep.episodes) / len(dep.episodes),
               "statuses_seen": seen, "faults": dep.faults.fired, "monitor": report,
               "corrections_total": 0 if adapter is None else adapter.corrections_total,

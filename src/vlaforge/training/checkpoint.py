@@ -90,6 +90,7 @@ class TrainingState:
     world_size: int = 1
     batch_size: int = 0
     seed: int = 0
+    bf16: bool | None = None  # the precision the run chose at its start (bf16=auto); None: not recorded
 
     def to_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **self.__dict__}

@@ -105,7 +105,7 @@ def _bare_flags(config: TrainConfig, overrides: list[tuple[str, str | None]]) ->
     out = []
     for path, value in overrides:
         if value is None:
-            if types.get(path) != "bool":
+            if types.get(path, "").split("|")[0] != "bool":  # bool, or bool|{auto}
                 raise OverrideError(f"--{path}: expected a value (--{path}=VALUE)" if path in types else
                                     f"--{path}: expected --FIELD=VALUE")
             value = "true"

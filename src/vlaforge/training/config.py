@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlaforge.config import PolicyConfig
+from vlaforge.precision import BF16Setting
 
 #: the units a stage freezes and unfreezes (``Policy.parameter_groups()`` keys)
 PARAMETER_GROUPS = ("vision", "language", "state", "fusion", "heads")
@@ -130,8 +131,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     """Decay of the exponential moving average of the weights (ramped up as min(decay, (1+n)/(10+n)) over the
     n updates so far). The EMA is what validation uses and what gets saved as the policy; 0 turns it off."""
-    bf16: bool = False
-    """Run the forward pass under bfloat16 autocast (weights and optimizer stay float32)."""
+    bf16: BF16Setting = "auto"
+    """bfloat16 autocast for the forward pass (weights and optimizer stay float32): auto (bf16 only where this
+    machine runs it natively and a timed probe finds it faster; fp32 otherwise, e.g. on AVX2-only CPUs), true or
+    false. The choice and its reason are logged and kept for an exact resume (vlaforge.precision)."""
     seed: int = 0
     """Seed of the weights, the data order and the noise: two runs with the same config are identical."""
     augment: bool = True
@@ -171,6 +174,8 @@ class TrainConfig:
 
         if not isinstance(self.policy, PolicyConfig):
             raise bad("policy", "a PolicyConfig")
+        if not (isinstance(self.bf16, bool) or self.bf16 == "auto"):
+            raise bad("bf16", "true, false or 'auto'")
         for name in ("steps", "batch_size"):
             v = getattr(self, name)
             if _not_int(v) or v <= 0:

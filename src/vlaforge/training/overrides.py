@@ -105,8 +105,17 @@ def field_docs(cls: type) -> dict[str, str]:
     return out
 
 
+def _union_args(tp: Any) -> tuple | None:
+    """The alternatives of ``A | B`` / ``Union[A, B]``, or None."""
+    import types
+
+    return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else None
+
+
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _union_args(tp):
+        return "|".join(_type_name(a) for a in args)
     if origin is Literal:
         return "{" + ",".join(str(a) for a in args) + "}"
     if origin is tuple:
@@ -207,6 +216,15 @@ def parse_value(tp: Any, text: Any, path: str) -> Any:
         return OverrideError(f"--{path}: expected {expected}, got {text!r}")
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    alternatives = _union_args(tp)
+    if alternatives:  # the first alternative that parses (bool | Literal["auto"]: true, false or auto)
+        for alt in alternatives:
+            try:
+                return parse_value(alt, text, path)
+            except OverrideError:
+                continue
+        names = " or ".join("a bool (true/false)" if a is bool else _type_name(a) for a in alternatives)
+        raise fail(names)
     if tp is bool:
         if isinstance(text, bool):
             return text

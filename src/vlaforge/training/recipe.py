@@ -6,7 +6,7 @@ Presets (``get_preset(name)``, a typo gets a did-you-mean):
 - ``finetune``: adapting a trained checkpoint (``--init``) to new data, in three stages:
   ``align`` (vision, language and state encoders frozen; fusion, projections, tokens and heads at 1e-3),
   ``cofinetune`` (everything at 2e-5), ``specialize`` (heads only at 1e-5).
-- ``demo``: what ``make demo`` trains, sized for about 10 minutes on a 2-core CPU.
+- ``demo``: what ``make demo`` trains, sized for under 10 minutes on a 2-core CPU without native bf16.
 - ``mt10``: the MT10 benchmark, sized for about 90 minutes on a 2-core CPU.
 - ``debug``: the ``tiny`` policy, a few steps in two stages, checkpoints and validation every few steps.
 
@@ -91,19 +91,21 @@ def finetune() -> TrainConfig:
 
 @register("demo")
 def demo() -> TrainConfig:
-    """What ``make demo`` trains: the ``demo`` policy from scratch on a few tasks, sized for about 10 minutes on a
-    2-core CPU (one stage, high learning rate, short warm-up, fast EMA)."""
+    """What ``make demo`` trains: the ``compact`` policy from scratch on a few tasks, sized for under 10 minutes on
+    a 2-core CPU without native bf16 (one stage, high learning rate, short warm-up, fast EMA)."""
     # augmentation off: random shifts of +-4 px blur the drawer / button position the policy must read from the
     # image (measured: 73% vs 62% mean success after 1000 steps on the demo tasks)
-    # auxiliary loss on the recorded object positions (policy.aux_env_weight, docs/training.md): without it 2,200
-    # steps reached 81.7-93.3% (button-press 45-80%, benchmarks/results/demo*.md); with it 100%
-    # (benchmarks/results/demo_aux.md). 1,800 steps were not enough: 88.3% (demo_aux_1800steps.md) and, with the
-    # prediction as a fusion token, 93.3% (demo_envtok.md), both failing buttons left of the start position.
-    # bf16 autocast, channels-last convolutions and math attention on CPU: ~0.25 s per batch-64 step here.
-    return TrainConfig(policy=policy_presets.get("demo").replace(aux_env_weight=1.0), steps=2200, batch_size=64,
-                       lr=1e-3, warmup=0.03,
+    # auxiliary loss on the recorded object positions (policy.aux_env_weight, docs/training.md): without it the
+    # 96 px policy reached 81.7-93.3% in 2,200 steps (button-press 45-80%, benchmarks/results/demo*.md), with it
+    # 100% (demo_aux.md)
+    # the compact policy and lr 2e-3 (issue 13, benchmarks/results/demo_search.md): the 96 px `demo` policy needed
+    # 2,200 steps of ~0.95 s on an AVX2 CPU (35 min); `compact` takes ~0.24 s a step, and at lr 2e-3 1,800 steps
+    # reach 100% (at lr 1e-3 button-press stayed at 85-90%; with mlp_ratio 2, 2,300 steps reach 100% too but
+    # take longer)
+    return TrainConfig(policy=policy_presets.get("compact").replace(aux_env_weight=1.0), steps=1800, batch_size=64,
+                       lr=2e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
-                       ckpt_interval=500, log_interval=50, num_workers=0, threads=2, augment=False, bf16=True,
+                       ckpt_interval=500, log_interval=50, num_workers=0, threads=2, augment=False,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
 
 
@@ -113,7 +115,8 @@ def mt10() -> TrainConfig:
     2-core CPU."""
     # no auxiliary loss: with it, 6,000 steps reached 57.5% (its head learned per-task means, not positions) against
     # 66.5% for 8,000 steps without (benchmarks/results/mt10_flow_aux.md, mt10_flow.md). Measured runs set steps=8000
-    # and bf16=true; 12,000 steps fp32 is untested.
+    # and bf16=true on a CPU with native bf16; 12,000 steps fp32 is untested. bf16=auto picks fp32 on AVX2-only
+    # CPUs, where a step of this policy takes ~1 s (12,000 steps: ~3.5 hours).
     return TrainConfig(policy=policy_presets.get("demo"), steps=12_000, batch_size=64,
                        lr=1e-3, warmup=0.02, augment=False,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.999, val_interval=1000, val_batches=8,

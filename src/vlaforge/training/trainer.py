@@ -29,7 +29,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlaforge.precision import Precision, normalize_setting, resolve_bf16
 from vlaforge.training import checkpoint as ckpt
 from vlaforge.training import distributed as dd
 from vlaforge.training.config import TrainConfig
@@ -272,6 +272,7 @@ class Trainer:
                 raise ckpt.TrainingCheckpointError(f"{self.out / LAST}: expected batch_size {cfg.batch_size} and "
                                                    f"position {step * cfg.batch_size}, got {st.batch_size} and "
                                                    f"{st.sampler_position}")
+        self.precision = self._precision(policy, loaded.state.bf16 if loaded is not None else None)
         self.policy, self.ema, self.fresh, self.best, self.best_step = policy, ema, fresh, best, best_step
         self.train_ds, self.val_ds = train_ds, val_ds
         self.per_rank = cfg.batch_size // d.world
@@ -298,6 +299,38 @@ class Trainer:
             self.stop.restore()
             self.log.close()
 
+    def _precision(self, policy, recorded: bool | None) -> Precision:
+        """bf16 or fp32 for this run: as recorded at the start of a resumed run (exact resume), else decided
+        by rank 0 (``resolve_bf16``, timing one training pass of each where the CPU has native bf16) and shared."""
+        cfg, d = self.config, self.dist
+        if recorded is not None:
+            return Precision(recorded, normalize_setting(cfg.bf16), "as chosen when the run started (resume)")
+        p = None
+        if d.is_main:
+            batch = min(max(1, cfg.batch_size // d.world), 32)
+            key = f"train|{d.device}|batch={batch}|" + json.dumps(policy.config.to_dict(), sort_keys=True)
+            p = resolve_bf16(cfg.bf16, d.device.type, probe=lambda bf16: self._probe_step(policy, bf16, batch),
+                             probe_key=key)
+        return dd.broadcast_object(p, d)
+
+    def _probe_step(self, policy, bf16: bool, b: int) -> None:
+        """One forward + backward on a synthetic batch; weights, gradients and generators are left as they were."""
+        cfg = policy.config
+        emb, spec = next(iter(cfg.embodiments.items()))
+        h, s = cfg.chunk_size, cfg.image_size
+        batch = {f"observation.images.{c}": torch.rand(b, 3, s, s) for c in cfg.cameras}
+        batch.update({"observation.state": torch.zeros(b, spec.state_dim), "action": torch.zeros(b, h, spec.action_dim),
+                      "action_is_pad": torch.zeros(b, h, dtype=torch.bool), "task": ["probe"] * b,
+                      "embodiment": [emb] * b})
+        devices = [self.dist.device] if self.dist.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            with Precision(bf16, "probe", "").autocast(self.dist.device.type):
+                loss, _ = policy.compute_loss(batch)
+            loss.backward()
+        policy.zero_grad(set_to_none=True)
+        if self.dist.device.type == "cuda":
+            torch.cuda.synchronize(self.dist.device)
+
     def _header(self, step: int, init_note: str) -> None:
         cfg, d = self.config, self.dist
         total = self.policy.num_parameters()
@@ -309,6 +342,10 @@ class Trainer:
                       f"{'' if val_n else ' (no validation split: validation is skipped)'}")
         if init_note:
             self.log.info(init_note)
+        self.log.info(self.precision.describe())
+        for note in self.policy.normalizer.notes():
+            self.log.info(f"normalization: {note}")
+        self.log.event("precision", step, self.precision.to_dict())
         for i, (stage, (a, b)) in enumerate(zip(cfg.stages, stage_bounds(cfg))):
             self.log.info(f"stage {i} {stage.name!r}: steps {a}..{b - 1}, lr {cfg.stage_lr(stage):g}, "
                           f"trains {', '.join(stage.train)}{' + fresh' if stage.train_fresh and self.fresh else ''}")
@@ -320,7 +357,7 @@ class Trainer:
                               step * cfg.batch_size, cfg.num_workers, pin_memory=d.device.type == "cuda")
         batches = iter(loader)
         embodiments = list(policy.config.embodiments)
-        autocast = (torch.autocast(device_type=d.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext())
+        autocast = self.precision.autocast(d.device.type)
         self._acc = _Accumulator(embodiments)
         self.last_ckpt_step = step if loaded is not None else None
         last_val_step = None
@@ -441,7 +478,7 @@ class Trainer:
         # (loss sum, unpadded target steps) overall, then per embodiment: heads average over unpadded steps, so
         # weighting each batch by its count gives the mean over the whole validation set, however it is batched
         sums = torch.zeros(2 * (1 + len(embs)), dtype=torch.float64)
-        autocast = (torch.autocast(device_type=d.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext())
+        autocast = self.precision.autocast(d.device.type)
         devices = [d.device] if d.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed + 1)  # the same noise at every validation: comparable numbers
@@ -479,7 +516,7 @@ class Trainer:
             state = ckpt.TrainingState(step=step, stage=stage, sampler_position=step * cfg.batch_size,
                                        ema_updates=self.ema.updates, best_val=self.best, best_step=self.best_step,
                                        fresh=list(self.fresh), world_size=d.world, batch_size=cfg.batch_size,
-                                       seed=cfg.seed)
+                                       seed=cfg.seed, bf16=self.precision.bf16)
             ckpt.save_training_checkpoint(self.out / LAST, self.policy, self.ema.state_dict(), opt, sched, rng, state)
         dd.barrier(d)
         self.last_ckpt_step = step
