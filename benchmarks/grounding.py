@@ -63,12 +63,13 @@ def main() -> None:
     root = Path(args.root)
     data, run = root / "data", root / "train"
     tasks = [t for p in PAIRS for t in p]
+    config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
     if not _dataset_complete(data, tasks, 50):
-        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=96, workers=args.workers,
-                              resume=data.exists()))
-    # the reach experts never use the gripper: its action is a constant 0, which the normalizer refuses unless a
-    # floor on the spread is set explicitly
-    train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", "policy.min_spread=0.001", *args.set]))
+        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=config.policy.image_size,
+                              cameras=config.policy.cameras, workers=args.workers, resume=data.exists()))
+    # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
+    # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
+    train_or_resume(config)
     rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, root / "eval")
     if args.mt10_checkpoint:
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers, root / "eval-mt10")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlaforge.precision import Precision, normalize_setting, resolve_bf16
+from vlaforge.precision import Precision, describe_machine, machine_info, normalize_setting, resolve_bf16
 from vlaforge.training import checkpoint as ckpt
 from vlaforge.training import distributed as dd
 from vlaforge.training.config import TrainConfig
@@ -342,6 +342,8 @@ class Trainer:
                       f"{'' if val_n else ' (no validation split: validation is skipped)'}")
         if init_note:
             self.log.info(init_note)
+        self.log.info(f"machine: {describe_machine()}")
+        self.log.event("machine", step, machine_info())
         self.log.info(self.precision.describe())
         for note in self.policy.normalizer.notes():
             self.log.info(f"normalization: {note}")
