@@ -65,6 +65,7 @@ def demo() -> PolicyConfig:
 @register("compact")
 def compact() -> PolicyConfig:
     """The ``make demo`` policy: ``demo`` at 64 px with half the ResNet width (16-128 channels) and a 128-wide
-    fusion transformer; 1.26 M parameters, a batch-64 training step ~4x cheaper than ``demo`` (0.24 against
-    0.95 s in fp32 on a 2-core AVX2 CPU)."""
-    return demo().replace(image_size=64, vision_channels=(16, 32, 64, 128), d_model=128, head_width=128)
+    fusion transformer with 2x MLPs; 1.0 M parameters, a batch-64 training step ~4x cheaper than ``demo`` (0.24-0.28
+    against 0.95-1.03 s in fp32 on a 2-core AVX2 CPU, benchmarks/results/demo_search.md)."""
+    return demo().replace(image_size=64, vision_channels=(16, 32, 64, 128), d_model=128, head_width=128,
+                          mlp_ratio=2.0)

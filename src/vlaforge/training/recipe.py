@@ -99,9 +99,9 @@ def demo() -> TrainConfig:
     # 96 px policy reached 81.7-93.3% in 2,200 steps (button-press 45-80%, benchmarks/results/demo*.md), with it
     # 100% (demo_aux.md)
     # the compact policy and lr 2e-3 (issue 13, benchmarks/results/demo_search.md): the 96 px `demo` policy needed
-    # 2,200 steps of ~0.95 s on an AVX2 CPU (35 min); `compact` takes ~0.24 s a step, and at lr 2e-3 1,800 steps
-    # reach 100% (at lr 1e-3 button-press stayed at 85-90%; with mlp_ratio 2, 2,300 steps reach 100% too but
-    # take longer)
+    # 2,200 steps of ~0.95 s on an AVX2 CPU (35 min). `compact` with 4x MLPs reached 100% in 1,800 steps at lr 2e-3
+    # (85-90% on button-press at lr 1e-3) but took 7-10 min of training on the busy emulated AVX2 machine; with
+    # 2x MLPs (the preset) a step is ~20% cheaper and 1,800 steps at lr 2e-3 reach 100% too
     return TrainConfig(policy=policy_presets.get("compact").replace(aux_env_weight=1.0), steps=1800, batch_size=64,
                        lr=2e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
