@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
-	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/python -m pytest -q
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP)
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(BIN)/vlaforge demo

@@ -8,6 +8,11 @@ if "VLAFORGE_CACHE_DIR" not in os.environ:
 
     os.environ["VLAFORGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vlaforge-test-cache-")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

@@ -62,8 +62,8 @@ def test_training_a_stage_changes_only_its_groups(tiny_dataset, tmp_path):
         changed[g] += 1
         assert g in ("state", "heads"), f"{name} ({g}) is frozen but changed"
     assert changed["state"] > 0 and changed["heads"] > 0
-    counts = json.loads((run / "log.jsonl").read_text().splitlines()[0])
-    assert counts["event"] == "stage" and counts["trainable/vision"] == 0 and counts["trainable/heads"] > 0
+    counts = next(e for e in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if e["event"] == "stage")
+    assert counts["trainable/vision"] == 0 and counts["trainable/heads"] > 0
 
 
 def test_finetune_on_a_new_embodiment_trains_its_fresh_modules_in_align(tiny_dataset, tmp_path):
