@@ -81,7 +81,7 @@ def _train(head, steps, lr=3e-3, seed=0):
     return policy, cfg
 
 
-STEPS = {"regression": 250, "tokens": 250, "flow": 600, "diffusion": 500}
+STEPS = {"regression": 400, "tokens": 250, "flow": 600, "diffusion": 500}
 
 
 @pytest.mark.parametrize("head", HEADS)
