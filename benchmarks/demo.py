@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.fresh:
         shutil.rmtree(args.root, ignore_errors=True)
-    from vlaforge.demo import DEMO_TASKS, run_demo
+    from vlaforge.apps.demo import DEMO_TASKS, run_demo
 
     res = run_demo(args.root, overrides=tuple(args.set))
     r = res.results

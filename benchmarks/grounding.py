@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
     args = ap.parse_args()
 
-    from vlaforge.data.collect import CollectConfig, collect
-    from vlaforge.demo import _dataset_complete
+    from vlaforge.apps.collect import CollectConfig, collect
+    from vlaforge.apps.demo import _dataset_complete
     from vlaforge.training import build_config
     from vlaforge.training.trainer import train_or_resume
 

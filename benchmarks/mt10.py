@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--name", default="", help="results file name under benchmarks/results/ (default mt10_<head>)")
     args = ap.parse_args()
 
-    from vlaforge.data.collect import CollectConfig, collect
-    from vlaforge.demo import _dataset_complete
+    from vlaforge.apps.collect import CollectConfig, collect
+    from vlaforge.apps.demo import _dataset_complete
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.policy import Policy
     from vlaforge.sim.metaworld import resolve_tasks

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vlaforge.data import ChunkDataset, DatasetReader
     from vlaforge.policy import Policy
     from vlaforge.runtime.adaptation import OnlineAdapter
-    from vlaforge.runtime.deploy_sim import DeploySimConfig, SimDeployment
+    from vlaforge.apps.deploy_sim import DeploySimConfig, SimDeployment
 
     t_start = time.perf_counter()
     policy = Policy.load(args.checkpoint)

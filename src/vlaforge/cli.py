@@ -36,7 +36,7 @@ def presets_cmd() -> None:
 
 # --- commands from each area register below (keep each block small; logic lives in the library) ---
 
-# --- data: collect, dataset info (logic in vlaforge.data.collect) ---
+# --- data: collect, dataset info (logic in vlaforge.apps.collect, vlaforge.data.info) ---
 dataset_app = typer.Typer(help="Inspect datasets (LeRobot v3.0 layout).", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
@@ -60,7 +60,7 @@ def collect_cmd(
     """Record scripted-expert demonstrations from Meta-World."""
     from pathlib import Path
 
-    from vlaforge.data.collect import CollectConfig, collect, parse_cameras
+    from vlaforge.apps.collect import CollectConfig, collect, parse_cameras
     from vlaforge.sim.metaworld import resolve_tasks
 
     cfg = CollectConfig(out=Path(out), tasks=resolve_tasks(tasks), episodes_per_task=episodes_per_task,
@@ -74,7 +74,7 @@ def collect_cmd(
 @dataset_app.command("info")
 def dataset_info_cmd(path: str = typer.Argument(..., help="dataset directory")) -> None:
     """Episodes, frames, tasks, features and statistics of a dataset."""
-    from vlaforge.data.collect import describe
+    from vlaforge.data.info import describe
 
     for line in describe(path):
         typer.echo(line)
@@ -116,7 +116,7 @@ def train_cmd(ctx: typer.Context) -> None:
 # --- end training ---
 
 
-# --- runtime: deploy-sim (logic in vlaforge.runtime.deploy_sim) ------------------------------------------
+# --- runtime: deploy-sim (logic in vlaforge.apps.deploy_sim) ---------------------------------------------
 @app.command("deploy-sim")
 def deploy_sim_cmd(
     checkpoint: str = typer.Option(..., help="policy checkpoint directory (Policy.load)"),
@@ -142,7 +142,7 @@ def deploy_sim_cmd(
     out: str = typer.Option("deploy-sim", help="output dir: summary.json, monitor_report.json, monitor.png"),
 ) -> None:
     """Run the deployment runtime (safety, chunking, monitor) in Meta-World as on a robot; inject faults."""
-    from vlaforge.runtime.deploy_sim import DeploySimConfig, run_deploy_sim, summary_lines
+    from vlaforge.apps.deploy_sim import DeploySimConfig, run_deploy_sim, summary_lines
 
     kinds = tuple(k.strip() for item in inject for k in item.split(",") if k.strip())
     cfg = DeploySimConfig(checkpoint=checkpoint, task=task, episodes=episodes, strategy=strategy,
@@ -173,7 +173,7 @@ def demo_cmd(
 ) -> None:
     """The whole loop on three Meta-World tasks: collect demonstrations, train one language-conditioned policy,
     evaluate it on unseen seeds. Re-running skips finished steps."""
-    from vlaforge.demo import run_demo
+    from vlaforge.apps.demo import run_demo
 
     run_demo(root, episodes_per_task, eval_episodes, workers, preset, tuple(override), force_eval, strategy)
 

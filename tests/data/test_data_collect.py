@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from vlaforge.apps.collect import CollectConfig, collect
 from vlaforge.cli import app
-from vlaforge.data.collect import CollectConfig, collect
 from vlaforge.data.reader import DatasetReader
 
 
@@ -121,7 +121,7 @@ def test_dataset_info_cli(tmp_path, small_dataset):
 def test_action_noise_executes_perturbed_actions_and_records_the_experts():
     """DART-style collection: the env receives expert + correlated noise on xyz; the frames keep the expert's
     action for the state reached; the same seed gives the same noise."""
-    from vlaforge.data.collect import rollout
+    from vlaforge.apps.collect import rollout
     from vlaforge.sim.metaworld import MetaWorldEnv
 
     class Spy(MetaWorldEnv):

@@ -78,7 +78,7 @@ def test_unknown_chunk_strategy_is_a_clear_error_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match=r"EvalConfig.strategy: expected one of \('recycle', 'ensemble', 'async'\), "
                                          r"got 'ensmble'"):
         EvalConfig(checkpoint=str(tmp_path / "none"), strategy="ensmble")
-    from vlaforge.demo import run_demo
+    from vlaforge.apps.demo import run_demo
 
     with pytest.raises(ValueError, match=r"got 'ensmble'"):  # the demo checks before collecting anything
         run_demo(tmp_path / "demo", strategy="ensmble")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vlaforge import presets, synthetic
+from vlaforge.apps.deploy_sim import DeploySimConfig, SimSnapshot, expert_rollout, run_deploy_sim
 from vlaforge.policy import Policy
-from vlaforge.runtime.deploy_sim import DeploySimConfig, SimSnapshot, expert_rollout, run_deploy_sim
 
 TASK = "reach-v3"
 

@@ -17,7 +17,7 @@ TASKS = ("drawer-open-v3", "button-press-topdown-v3", "reach-v3")
 @pytest.fixture(scope="module")
 def single_task_data(tmp_path_factory) -> dict[str, Path]:
     """Two scripted demonstrations of each task, one dataset per task (64 px, the policy's smallest size)."""
-    from vlaforge.data.collect import CollectConfig, collect
+    from vlaforge.apps.collect import CollectConfig, collect
 
     root = tmp_path_factory.mktemp("single")
     out = {}

@@ -14,10 +14,9 @@ _EXPORTS = {
     "ChunkExecutor": "chunking", "StaleChunkError": "chunking", "ExecInfo": "chunking",
     "Monitor": "monitor",
     "Controller": "controller", "StepResult": "controller", "Status": "controller",
-    # confidence, online adaptation, deploy-sim
+    # confidence, online adaptation
     "ConfidenceEstimator": "confidence", "Confidence": "confidence", "ConfidenceNotSupported": "confidence",
     "OnlineAdapter": "adaptation", "AdaptResult": "adaptation",
-    "DeploySimConfig": "deploy_sim", "run_deploy_sim": "deploy_sim",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -71,7 +71,7 @@ def _has_env_state(root: Path) -> bool:
 def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_episodes: int = 20,
              workers: int = 2, train_preset: str = "demo", overrides: tuple[str, ...] = (),
              force_eval: bool = False, strategy: str = DEMO_STRATEGY) -> DemoResult:
-    from vlaforge.data.collect import CollectConfig, collect
+    from vlaforge.apps.collect import CollectConfig, collect
     from vlaforge.evaluation.report import format_table
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.training import build_config
