@@ -24,7 +24,7 @@ DESIGN = ROOT / "docs" / "DESIGN.md"
 #: layer imports are allowed as long as they form no cycle. A new top-level module or package must be placed
 #: here (and in docs/DESIGN.md, which this test compares with).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("vlaforge", "types", "fsutil", "config", "presets", "precision", "synthetic"),
+    ("vlaforge", "types", "fsutil", "names", "config", "presets", "precision", "synthetic"),
     ("processing", "models", "sim"),
     ("policy", "data"),
     ("runtime", "training", "evaluation"),

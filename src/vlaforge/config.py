@@ -13,6 +13,9 @@ from typing import Any, Literal, Mapping
 HEADS = ("regression", "tokens", "flow", "diffusion")
 LANGUAGE_ENCODERS = ("minilm", "hash")
 NORMALIZATIONS = ("mean_std", "quantile")
+#: the units a policy's parameters come in (``Policy.parameter_groups()`` keys): what a training stage
+#: freezes and unfreezes
+PARAMETER_GROUPS = ("vision", "language", "state", "fusion", "heads")
 
 
 @dataclass(frozen=True)

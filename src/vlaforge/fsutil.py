@@ -1,21 +1,110 @@
-"""Atomic filesystem helpers: a directory or file is either the old one or the new one, never half of each."""
+"""Atomic filesystem writes: a file or directory is either the old one or the new one, never half of each.
+
+Every writer here fills a temporary file (or directory) beside its target, on the same filesystem, fsyncs
+what it wrote, renames it into place and fsyncs the parent directory: after a crash at any moment a reader
+finds the previous version or the new one, whole. Nothing heavy is imported here (matplotlib, torch):
+callers bring the object that writes itself.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
-def temp_dir_beside(target: Path) -> Path:
-    """A fresh temporary directory next to ``target`` (same filesystem, so a rename can publish it)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to the disk."""
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing one is swapped out, never half-overwritten."""
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (a rename into it) to the disk; best effort, as some filesystems refuse."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to (``suffix`` for writers that take the format from it).
+    On a clean exit it is fsynced and renamed onto ``path``; on an error it is removed, ``path`` untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (a str is UTF-8 encoded) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, **json_kw: Any) -> None:
+    """``json.dumps(obj, **json_kw)`` written to ``path`` atomically (``indent=2`` unless told otherwise)."""
+    write_atomic(path, json.dumps(obj, **{"indent": 2, **json_kw}))
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kw: Any) -> Path:
+    """``fig.savefig`` (a matplotlib figure) to ``path`` atomically; the format comes from the file's suffix
+    (png without one) unless ``format=`` is given."""
+    path = Path(path)
+    savefig_kw.setdefault("format", path.suffix.lstrip(".") or "png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **savefig_kw)
+    return path
+
+
+@contextmanager
+def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary directory beside ``directory`` to fill. On a clean exit everything in it is fsynced
+    and it replaces ``directory`` (an existing one is swapped out whole, never half-overwritten); on an error
+    it is removed and ``directory`` is untouched."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        yield tmp
+        for p in sorted(tmp.rglob("*")):
+            if p.is_file():
+                fsync_file(p)
+            elif p.is_dir():
+                fsync_dir(p)
+        fsync_dir(tmp)
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(directory.parent)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
@@ -24,19 +113,3 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file via a temp file in the same directory, fsync, then rename: readers see old or new, whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,8 +24,8 @@ import torch
 from torch import nn
 
 from vlaforge import __version__
-from vlaforge.config import PolicyConfig
-from vlaforge.fsutil import replace_dir, temp_dir_beside
+from vlaforge.config import PARAMETER_GROUPS, PolicyConfig
+from vlaforge.fsutil import atomic_dir
 from vlaforge.precision import Precision, resolve_bf16
 from vlaforge.models.encoders import (LANGUAGE_DIM, EnvStateReader, StateEncoder, VisionEncoder, make_language_encoder,
                                       sincos_2d)
@@ -37,7 +36,6 @@ from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_ENV_STATE, OBS
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "norm_stats.json"
-PARAMETER_GROUPS = ("vision", "language", "state", "fusion", "heads")
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
@@ -419,17 +417,12 @@ class Policy(nn.Module):
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        tmp = temp_dir_beside(directory)
-        try:
+        with atomic_dir(directory) as tmp:
             meta = {"format_version": FORMAT_VERSION, "vlaforge_version": __version__, "policy": self.config.to_dict()}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
             (tmp / STATS_FILE).write_text(json.dumps(stats_to_json(self._stats), indent=2))
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
             save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
-            replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod

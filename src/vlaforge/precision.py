@@ -200,9 +200,9 @@ def _cached_probe(probe: Callable[[bool], None], probe_key: str | None) -> tuple
     ms = time_probe(probe)
     table[key] = {**{k: round(v, 3) for k, v in ms.items()}, "workload": probe_key[:80]}
     try:
-        from vlaforge.fsutil import write_atomic
+        from vlaforge.fsutil import write_json_atomic
 
-        write_atomic(path, json.dumps(table, indent=1))
+        write_json_atomic(path, table, indent=1)
     except OSError:  # a read-only home: the choice is simply not remembered
         pass
     return ms, False

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
-from typing import Callable
-
 from vlaforge.config import EmbodimentSpec, PolicyConfig
+from vlaforge.names import Registry
 
-_REGISTRY: dict[str, Callable[[], object]] = {}
-
-
-def register(name: str):
-    """Decorator: ``@register("name")`` on a zero-argument function returning a config."""
-
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"preset {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get(name: str):
-    """The preset called ``name`` (a fresh, frozen config)."""
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown preset {name!r}{hint} Known presets: {', '.join(names())}") from None
+_PRESETS: Registry[PolicyConfig] = Registry("preset", known_label="Known presets")
+register = _PRESETS.register  # @register("name") on a zero-argument function returning a PolicyConfig
+names = _PRESETS.names
+get = _PRESETS.get  # get("tiny"): a fresh, frozen config; an unknown name is a KeyError with a did-you-mean
 
 
 @register("tiny")

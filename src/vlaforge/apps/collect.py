@@ -21,7 +21,7 @@ import os
 import queue as queue_mod
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,11 +128,33 @@ def _plan(task: str, need: int, first_seed: int, factor: float) -> list[int]:
     return list(range(first_seed, first_seed + int(need * factor) + 5)) if need > 0 else []
 
 
-def _task_worker(jobs: list[tuple[str, int, list[int]]], cfg: dict, out_q, parent: int) -> None:
-    """Run in a spawned process: roll out each job's seeds until ``need`` are kept; send episodes to out_q."""
+def _run_task(task: str, need: int, seeds: list[int], opts: Mapping[str, Any], emit) -> None:
+    """Roll out ``task`` on ``seeds`` until ``need`` are kept: ``emit("episode" | "failed", task, seed, ok,
+    frames)`` for each (frames only for a kept one)."""
     from vlaforge.sim.metaworld import MetaWorldEnv
 
-    def send(msg) -> None:
+    env = MetaWorldEnv(
+        task, cameras=tuple(opts["cameras"]), image_size=opts["image_size"], max_steps=opts["max_steps"]
+    )
+    try:
+        kept = 0
+        for seed in seeds:
+            if kept >= need:
+                break
+            frames, ok = rollout(env, seed, opts["post_success_steps"], opts["action_noise"])
+            if ok or opts["keep_failed"]:
+                kept += 1
+                emit("episode", task, seed, ok, frames)
+            else:
+                emit("failed", task, seed, ok, None)
+    finally:
+        env.close()
+
+
+def _task_worker(jobs: list[tuple[str, int, list[int]]], cfg: dict, out_q, parent: int) -> None:
+    """Run in a spawned process: roll out each job's seeds until ``need`` are kept; send episodes to out_q."""
+
+    def send(*msg) -> None:
         while True:
             try:
                 out_q.put(msg, timeout=1.0)
@@ -143,23 +165,10 @@ def _task_worker(jobs: list[tuple[str, int, list[int]]], cfg: dict, out_q, paren
 
     try:
         for task, need, seeds in jobs:
-            env = MetaWorldEnv(
-                task, cameras=tuple(cfg["cameras"]), image_size=cfg["image_size"], max_steps=cfg["max_steps"]
-            )
-            kept = 0
-            for seed in seeds:
-                if kept >= need:
-                    break
-                frames, ok = rollout(env, seed, cfg["post_success_steps"], cfg["action_noise"])
-                if ok or cfg["keep_failed"]:
-                    kept += 1
-                    send(("episode", task, seed, ok, frames))
-                else:
-                    send(("failed", task, seed, ok, None))
-            env.close()
-            send(("task_done", task, None, None, None))
+            _run_task(task, need, seeds, cfg, send)
+            send("task_done", task, None, None, None)
     except BaseException:  # noqa: BLE001 (any failure goes back to the writer, which raises it)
-        send(("error", traceback.format_exc(), None, None, None))
+        send("error", traceback.format_exc(), None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------- the writer
@@ -288,25 +297,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
 
 def _collect_inline(jobs, opts: dict[str, Any], handle) -> None:
-    from vlaforge.sim.metaworld import MetaWorldEnv
-
     for task, need, seeds in jobs:
-        env = MetaWorldEnv(
-            task, cameras=tuple(opts["cameras"]), image_size=opts["image_size"], max_steps=opts["max_steps"]
-        )
-        try:
-            kept = 0
-            for seed in seeds:
-                if kept >= need:
-                    break
-                frames, ok = rollout(env, seed, opts["post_success_steps"], opts["action_noise"])
-                if ok or opts["keep_failed"]:
-                    kept += 1
-                    handle("episode", task, seed, ok, frames)
-                else:
-                    handle("failed", task, seed, ok, None)
-        finally:
-            env.close()
+        _run_task(task, need, seeds, opts, handle)
 
 
 def parse_cameras(spec: str | Sequence[str]) -> tuple[str, ...]:

@@ -30,9 +30,6 @@ The simulator is not paced to real time unless ``realtime=True``: latencies are 
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -41,6 +38,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
+from vlaforge.fsutil import write_json_atomic
 
 INJECTIONS = ("nan", "force", "slow")
 
@@ -471,9 +470,9 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
               "adapter_version": None if adapter is None else adapter.version}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "monitor_report.json", report)
+        write_json_atomic(out / "monitor_report.json", report, default=_jsonable)
         dep.monitor.plot(out / "monitor.png")
-        _write_json(out / "summary.json", result)
+        write_json_atomic(out / "summary.json", result, default=_jsonable)
     return result
 
 
@@ -492,17 +491,6 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
     lines.append(f"success {result['success_rate']:.2f}; statuses seen {', '.join(result['statuses_seen'])}; "
                  f"step latency p50 {p50} ms p99 {p99} ms; alarms {result['monitor']['alarms'] or 'none'}")
     return lines
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_jsonable)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _jsonable(x: Any) -> Any:

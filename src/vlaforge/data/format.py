@@ -14,19 +14,19 @@ root/
 ```
 
 Paths, names, column types and the ``huggingface`` parquet metadata follow LeRobot (``lerobot.datasets``),
-checked against a dataset LeRobot 0.4.4 recorded. Every file here is written atomically (temp + os.replace).
+checked against a dataset LeRobot 0.4.4 recorded. Every file here is written atomically (``vlaforge.fsutil``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vlaforge.fsutil import atomic_path, write_atomic
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
@@ -64,53 +64,15 @@ class DatasetFormatError(ValueError):
 # ---------------------------------------------------------------------------------------------- atomic files
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """``write(tmp_path)`` then fsync and ``os.replace`` onto ``path``: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def write_json(path: str | Path, obj: Any) -> None:
-    def w(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=4)
-            f.write("\n")
-
-    atomic_write(path, w)
+    write_atomic(path, json.dumps(obj, indent=4) + "\n")
 
 
 def write_parquet(path: str | Path, table) -> None:
     import pyarrow.parquet as pq
 
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="snappy")
 
 
 def read_json(path: Path, what: str) -> Any:

@@ -39,6 +39,7 @@ from vlaforge.data.reader import (
     derive_tasks,
     list_staged,
 )
+from vlaforge.fsutil import atomic_path, fsync_dir, fsync_file
 from vlaforge.types import ACTION, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
 LOCK_FILE = fmt.WORK_DIR + "/writer.lock"
@@ -283,7 +284,7 @@ class DatasetRecorder:
             imgs = np.stack([f[key] for f in frames])  # (n, H, W, 3)
             mp4 = tmp / f"{key}.mp4"
             vid.encode_frames(imgs, mp4, self.fps, self.video)
-            _fsync(mp4)
+            fsync_file(mp4)
             ep_stats[key] = st.image_stats(imgs)
         row = {
             "episode_index": idx,
@@ -298,7 +299,7 @@ class DatasetRecorder:
         }
         fmt.write_json(tmp / STAGED_META, row)
         os.replace(tmp, final)  # the commit
-        fmt._fsync_dir(staging)
+        fsync_dir(staging)
         self._buffer = []
         self._staged_rows.append(row)
         self.num_episodes += 1
@@ -375,17 +376,14 @@ class DatasetRecorder:
             out = self.root / self.info["video_path"].format(
                 video_key=key, chunk_index=loc[0], file_index=loc[1]
             )
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.tmp")
-            starts = vid.concat(
-                [d / f"{key}.mp4" for d in dirs],
-                tmp,
-                self.fps,
-                [rows[j]["length"] for j in group],
-                self.video,
-            )
-            _fsync(tmp)
-            os.replace(tmp, out)
+            with atomic_path(out) as tmp:
+                starts = vid.concat(
+                    [d / f"{key}.mp4" for d in dirs],
+                    tmp,
+                    self.fps,
+                    [rows[j]["length"] for j in group],
+                    self.video,
+                )
             for j, t0 in zip(group, starts):
                 rows[j][f"videos/{key}/chunk_index"], rows[j][f"videos/{key}/file_index"] = loc
                 rows[j][f"videos/{key}/from_timestamp"] = t0
@@ -497,11 +495,3 @@ class DatasetRecorder:
             self._refresh_meta()
             done["meta_refreshed"] = True
         return done
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -57,6 +57,15 @@ def _quiet_libav() -> None:
     logging.getLogger("libav").setLevel(logging.ERROR)
 
 
+def _existing(path: str | Path) -> Path:
+    """A video file about to be read (libav quieted first); a missing one is a ``VideoError``."""
+    _quiet_libav()
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: video file is missing")
+    return path
+
+
 def encode_frames(frames: Iterable[np.ndarray], path: str | Path, fps: int, settings: VideoSettings) -> int:
     """Write uint8 (H, W, 3) RGB frames to ``path`` (mp4). Returns the number of frames written."""
     import av
@@ -95,10 +104,7 @@ def probe(path: str | Path) -> dict:
     """LeRobot's ``video.*`` info of a file: height, width, codec, pix_fmt, fps, channels, has_audio."""
     import av
 
-    _quiet_libav()
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: video file is missing")
+    path = _existing(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -191,10 +197,7 @@ def iter_timed_frames(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     """``(seconds, uint8 (H, W, 3))`` for every frame of a file, in presentation order."""
     import av
 
-    _quiet_libav()
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: video file is missing")
+    path = _existing(path)
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from vlaforge.fsutil import write_atomic
+from vlaforge.fsutil import atomic_path, save_figure_atomic, write_atomic, write_json_atomic
 
 
 def write_episode_video(path: Path, frames: Sequence[np.ndarray], success: bool, label: str = "",
@@ -20,7 +18,6 @@ def write_episode_video(path: Path, frames: Sequence[np.ndarray], success: bool,
     import av
     from PIL import Image, ImageDraw
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     color = (40, 200, 60) if success else (220, 40, 40)
     text = f"{'SUCCESS' if success else 'FAILURE'}  {label}"
     h, w = frames[0].shape[:2]
@@ -29,22 +26,22 @@ def write_episode_video(path: Path, frames: Sequence[np.ndarray], success: bool,
     out_h = h * scale + 2 * border + caption
     out_w += out_w % 2
     out_h += out_h % 2
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = out_w, out_h, "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast"}
-        for i, f in enumerate(frames):
-            canvas = Image.new("RGB", (out_w, out_h), color)
-            canvas.paste(Image.fromarray(f).resize((w * scale, h * scale), Image.NEAREST), (border, border))
-            draw = ImageDraw.Draw(canvas)
-            draw.rectangle([0, out_h - caption, out_w, out_h], fill=(20, 20, 20))
-            draw.text((border, out_h - caption + 5), f"{text}  step {i}", fill=color)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(canvas), format="rgb24")):
+    with atomic_path(path, suffix=".mp4") as tmp:
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = out_w, out_h, "yuv420p"
+            stream.options = {"crf": "23", "preset": "veryfast"}
+            for i, f in enumerate(frames):
+                canvas = Image.new("RGB", (out_w, out_h), color)
+                frame = Image.fromarray(f).resize((w * scale, h * scale), Image.NEAREST)
+                canvas.paste(frame, (border, border))
+                draw = ImageDraw.Draw(canvas)
+                draw.rectangle([0, out_h - caption, out_w, out_h], fill=(20, 20, 20))
+                draw.text((border, out_h - caption + 5), f"{text}  step {i}", fill=color)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.asarray(canvas), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
     return path
 
 
@@ -69,8 +66,7 @@ def plot_success(results: dict, path: Path) -> Path:
     ax.legend(loc="lower right")
     ax.set_title(f"{results['episodes_per_task']} episodes per task, seeds {results['seeds'][0]}-{results['seeds'][1]}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -113,7 +109,7 @@ def markdown_table(results: dict) -> str:
 
 def write_report(out: Path, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_json_atomic(out / "results.json", results, indent=2)
     png = plot_success(results, out / "success.png")
     videos = [(e["task"], e["seed"], e["success"], e["video"]) for e in results["episodes"] if e.get("video")]
     head = (f"# Evaluation of `{results['checkpoint']}`\n\nTasks: {', '.join(results['tasks'])}; "

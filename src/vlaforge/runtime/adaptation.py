@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -43,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from vlaforge.fsutil import atomic_path
 from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_STATE, TASK, image_key
 
 
@@ -326,18 +326,11 @@ class OnlineAdapter:
     def _write_version(self, version: int, snap: Mapping[str, Any]) -> Path:
         from safetensors.torch import save_file
 
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
         path = self.versions_dir / f"v{version:04d}.safetensors"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.versions_dir)
-        os.close(fd)
         meta = {"version": str(version), "train_groups": json.dumps(list(self.train_groups)),
                 "corrections_total": str(self.corrections_total)}
-        try:
-            save_file({n: t.detach().cpu().contiguous() for n, t in snap.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            save_file({n: t.detach().cpu().contiguous() for n, t in snap.items()}, str(tmp), metadata=meta)
         return path
 
     def load_version(self, path: str | os.PathLike) -> int:

@@ -57,7 +57,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from vlaforge.fsutil import write_atomic
+from vlaforge.fsutil import write_atomic, write_json_atomic
 from vlaforge.runtime.density import EPS, LEGACY_MODALITIES, MODALITIES, FeatureDensity
 from vlaforge.types import ACTION, EMBODIMENT, OBS_STATE, TASK, image_key
 
@@ -408,7 +408,7 @@ class ConfidenceEstimator:
             write_atomic(directory / DENSITY_FILE, data)
             meta["density_file"] = {"name": DENSITY_FILE, "sha256": hashlib.sha256(data).hexdigest()}
         path = directory / CONFIDENCE_FILE
-        write_atomic(path, json.dumps(meta, indent=2))
+        write_json_atomic(path, meta, indent=2)
         if self.feature_density is None:
             (directory / DENSITY_FILE).unlink(missing_ok=True)  # a stale one from an earlier calibration
         return path

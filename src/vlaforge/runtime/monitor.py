@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 from collections import deque
 from typing import Any, Mapping
 
 import numpy as np
 
+from vlaforge.fsutil import save_figure_atomic
 from vlaforge.types import ACTION, OBS_STATE
 
 SHIFT_KEYS = (ACTION, OBS_STATE)
@@ -264,15 +264,5 @@ class Monitor:
             if a.get_legend_handles_labels()[0]:
                 a.legend(loc="best", fontsize=8)
         fig.suptitle(f"vlaforge runtime monitor ({self.embodiment})")
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png", dpi=100)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        save_figure_atomic(fig, path, format="png", dpi=100)
+        return os.fspath(path)

@@ -10,8 +10,9 @@ that tell them apart, so a policy conditioned on language can tell which one is 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
+
+from vlaforge.names import unknown_name
 
 #: The 50 Meta-World v3 tasks, in Meta-World's own order (``metaworld.env_dict.ALL_V3_ENVIRONMENTS``).
 METAWORLD_TASKS: tuple[str, ...] = (
@@ -331,11 +332,8 @@ def all_tasks() -> list[str]:
     return list(METAWORLD_TASKS) + list(DERIVED_TASKS)
 
 
-def _unknown(kind: str, name: str, known: Iterable[str]) -> ValueError:
-    known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
-    return ValueError(f"unknown {kind} {name!r}{hint} Known: {', '.join(known)}")
+def _unknown(kind: str, name: str, known: Iterable[str]) -> Exception:
+    return unknown_name(kind, name, known, n=3, otherwise=".")
 
 
 def instructions(task: str) -> list[str]:

@@ -17,9 +17,7 @@ previous checkpoint or the new one, never a mix. ``.pt`` files load with ``torch
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.fsutil import replace_dir, temp_dir_beside, write_atomic  # noqa: F401  (re-exported)
+from vlaforge.fsutil import atomic_dir
 
 STATE_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE, POLICY_DIR = "state.json", "ema.safetensors", "optimizer.pt", "rng.pt", "policy"
 FORMAT_VERSION = 1
@@ -63,14 +61,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ------------------------------------------------------------------------------------------------- atomic dirs
-
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2))
 
 
 # ------------------------------------------------------------------------------------------------- save / load
@@ -113,21 +103,12 @@ def save_training_checkpoint(directory: Path, policy, ema_state: dict[str, torch
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    tmp = temp_dir_beside(directory)
-    try:
+    with atomic_dir(directory) as tmp:
         policy.save(tmp / POLICY_DIR)
         save_file(ema_state, str(tmp / EMA_FILE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIM_FILE)
         torch.save({"ranks": rng_states}, tmp / RNG_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state.to_json(), indent=2))
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -12,16 +12,14 @@ No torch here: this module is imported by the CLI to print help.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlaforge.config import PolicyConfig
+from vlaforge.config import PARAMETER_GROUPS, PolicyConfig
+from vlaforge.names import did_you_mean
 from vlaforge.precision import BF16Setting
 
-#: the units a stage freezes and unfreezes (``Policy.parameter_groups()`` keys)
-PARAMETER_GROUPS = ("vision", "language", "state", "fusion", "heads")
 CONFIG_VERSION = 1
 
 
@@ -29,16 +27,11 @@ def _not_int(v: Any) -> bool:
     return not isinstance(v, int) or isinstance(v, bool)
 
 
-def _did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _check_keys(cls, d: Mapping[str, Any], what: str) -> None:
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in d if k not in known]
     if unknown:
-        raise ValueError(f"{what}: unknown field {unknown[0]!r}{_did_you_mean(unknown[0], known)} "
+        raise ValueError(f"{what}: unknown field {unknown[0]!r}{did_you_mean(unknown[0], known, cutoff=0.5)} "
                          f"Known fields: {', '.join(known)}")
 
 
@@ -68,7 +61,7 @@ class StageConfig:
         bad = [g for g in train if g not in PARAMETER_GROUPS]
         if bad:
             raise ValueError(f"StageConfig.train: expected names from {PARAMETER_GROUPS}, got {list(train)}"
-                             f"{_did_you_mean(bad[0], PARAMETER_GROUPS)}")
+                             f"{did_you_mean(bad[0], PARAMETER_GROUPS, cutoff=0.5)}")
         if not train:
             raise ValueError("StageConfig.train: expected at least one parameter group, got none")
         if len(set(train)) != len(train):

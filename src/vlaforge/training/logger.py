@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vlaforge.fsutil import write_atomic
+
 LOG_FILE, TEXT_LOG, TB_DIR = "log.jsonl", "train.log", "tensorboard"
 
 
@@ -95,9 +97,6 @@ class RunLogger:
 def truncate_log(out: Path, step: int) -> None:
     """Before resuming from ``step``: drop log.jsonl lines of later steps (written after the checkpoint by the
     interrupted run), so the log reads as one run. Written atomically."""
-    import os
-    import tempfile
-
     path = Path(out) / LOG_FILE
     if not path.exists():
         return
@@ -110,7 +109,4 @@ def truncate_log(out: Path, step: int) -> None:
         if rec.get("step", 0) < step or (rec.get("step", 0) == step and rec.get("event") not in ("end", "stage")):
             # a "stage" event at the resume step is logged again by the resumed run
             keep.append(line)
-    fd, tmp = tempfile.mkstemp(prefix=f".{LOG_FILE}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(k + "\n" for k in keep))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(k + "\n" for k in keep))

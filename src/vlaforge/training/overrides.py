@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from vlaforge.config import PolicyConfig
+from vlaforge.names import did_you_mean, hint
 
 #: docs for PolicyConfig fields that carry no comment in vlaforge/config.py
 _FALLBACK_DOCS: dict[tuple[type, str], str] = {
@@ -257,9 +258,8 @@ def parse_value(tp: Any, text: Any, path: str) -> Any:
     if origin is Literal:
         if text in args:
             return text
-        close = difflib.get_close_matches(str(text), [str(a) for a in args], n=1, cutoff=0.4)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise OverrideError(f"--{path}: expected one of {list(args)}, got {text!r}{hint}")
+        raise OverrideError(f"--{path}: expected one of {list(args)}, got {text!r}"
+                            f"{did_you_mean(text, args, cutoff=0.4)}")
     elem = _tuple_elem(tp)
     if elem is not None or origin is tuple:
         items = _as_list(text, path, split=not dataclasses.is_dataclass(elem))
@@ -278,8 +278,7 @@ def parse_value(tp: Any, text: Any, path: str) -> Any:
         known = [f.name for f in dataclasses.fields(tp)]
         for k in obj:
             if k not in known:
-                close = difflib.get_close_matches(k, known, n=1)
-                raise OverrideError(f"--{path}: unknown field {k!r}{f'; did you mean {close[0]!r}?' if close else ''}"
+                raise OverrideError(f"--{path}: unknown field {k!r}{did_you_mean(k, known)}"
                                     f" Known fields: {', '.join(known)}")
         hints = _hints(tp)
         return tp(**{k: parse_value(hints[k], v, f"{path}.{k}") for k, v in obj.items()})
@@ -338,8 +337,8 @@ def _unknown(path: str, root: Any) -> OverrideError:
                     difflib.SequenceMatcher(None, leaf, p.rsplit(".", 1)[-1]).ratio() - 0.05)
         if score > best_score:
             best, best_score = p, score
-    hint = f"; did you mean --{best}?" if best is not None and best_score >= 0.6 else ""
-    return OverrideError(f"--{path}: unknown field{hint} (vlaforge train --help lists every field)")
+    suggestion = hint([f"--{best}"] if best is not None and best_score >= 0.6 else [], show=str)
+    return OverrideError(f"--{path}: unknown field{suggestion} (vlaforge train --help lists every field)")
 
 
 def _set(obj: Any, parts: Sequence[str], value: Any, path: str, root: Any) -> Any:
@@ -397,6 +396,5 @@ def _find_item(items: list, key: str, path: str) -> int:
     names = [getattr(x, "name", None) for x in items]
     if key in names:
         return names.index(key)
-    close = difflib.get_close_matches(key, [n for n in names if n], n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise OverrideError(f"--{path}: expected an index or one of the names {names}, got {key!r}{hint}")
+    raise OverrideError(f"--{path}: expected an index or one of the names {names}, got {key!r}"
+                        f"{did_you_mean(key, [n for n in names if n])}")

@@ -21,51 +21,24 @@ The torch-dependent helpers import torch inside; presets do not.
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from vlaforge import presets as policy_presets
-from vlaforge.training.config import PARAMETER_GROUPS, StageConfig, TrainConfig
+from vlaforge.config import PARAMETER_GROUPS
+from vlaforge.names import Registry
+from vlaforge.training.config import StageConfig, TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-_PRESETS: dict[str, Callable[[], TrainConfig]] = {}
-
-
-def register(name: str):
-    """Decorator: ``@register("name")`` on a zero-argument function returning a ``TrainConfig``."""
-
-    def deco(fn):
-        if name in _PRESETS:
-            raise ValueError(f"training preset {name!r} is already registered")
-        _PRESETS[name] = fn
-        return fn
-
-    return deco
-
-
-def preset_names() -> list[str]:
-    return sorted(_PRESETS)
-
-
-def get_preset(name: str) -> TrainConfig:
-    """The training preset called ``name`` (a fresh, frozen ``TrainConfig``)."""
-    try:
-        fn = _PRESETS[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _PRESETS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown training preset {name!r}{hint} Known: {', '.join(preset_names())}") from None
-    return fn()
-
-
-def preset_doc(name: str) -> str:
-    doc = (_PRESETS[name].__doc__ or "").strip()
-    return " ".join(doc.split())
+_PRESETS: Registry[TrainConfig] = Registry("training preset")
+register = _PRESETS.register  # @register("name") on a zero-argument function returning a TrainConfig
+preset_names = _PRESETS.names
+preset_doc = _PRESETS.doc  # the preset's docstring on one line
+get_preset = _PRESETS.get  # a fresh, frozen TrainConfig; an unknown name is a KeyError with a did-you-mean
 
 
 @register("scratch")

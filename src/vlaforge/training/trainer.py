@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlaforge.fsutil import write_json_atomic
 from vlaforge.precision import Precision, describe_machine, machine_info, normalize_setting, resolve_bf16
 from vlaforge.training import checkpoint as ckpt
 from vlaforge.training import distributed as dd
@@ -249,7 +250,7 @@ class Trainer:
         torch.manual_seed(_stream_seed(cfg.seed, d.rank))
         check_items((val_ds if val_ds is not None else train_ds)[0], policy_cfg)
         if d.is_main and not self.resuming:
-            ckpt.write_json_atomic(self.out / CONFIG_FILE, cfg.to_dict())
+            write_json_atomic(self.out / CONFIG_FILE, cfg.to_dict())
 
         _seed_everything(cfg.seed)  # the same initial weights on every rank and in every run
         policy = Policy(policy_cfg, stats)
@@ -508,7 +509,7 @@ class Trainer:
             self.best, self.best_step = values["val/loss"], step
             if d.is_main:
                 model.save(self.out / BEST)
-                ckpt.write_json_atomic(self.out / BEST / "best.json", {"step": step, **values})
+                write_json_atomic(self.out / BEST / "best.json", {"step": step, **values})
             self.log.event("best", step, values)
 
     def _save(self, step: int, stage: int, opt, sched) -> None:

@@ -1,0 +1,70 @@
+"""Names looked up by the user: the did-you-mean for a typo, and a registry of named factories (presets).
+
+Pure Python (``difflib``); every "unknown ...; did you mean ...?" message in the package is built here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+def hint(matches: Iterable[str], show: Callable[[str], str] = repr, otherwise: str = "") -> str:
+    """``"; did you mean 'a'?"`` (``'a' or 'b'`` for several matches), or ``otherwise`` when there is none."""
+    shown = [show(m) for m in matches]
+    return f"; did you mean {' or '.join(shown)}?" if shown else otherwise
+
+
+def did_you_mean(name: Any, known: Iterable[Any], *, n: int = 1, cutoff: float = 0.6,
+                 otherwise: str = "") -> str:
+    """The hint for the ``n`` names of ``known`` closest to ``name`` (``difflib`` ratio >= ``cutoff``)."""
+    return hint(difflib.get_close_matches(str(name), [str(k) for k in known], n=n, cutoff=cutoff),
+                otherwise=otherwise)
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str], *, exc: type[Exception] = ValueError,
+                 known_label: str = "Known", n: int = 1, otherwise: str = "") -> Exception:
+    """``exc("unknown <kind> 'name'; did you mean 'x'? <known_label>: a, b, c")`` (known names sorted)."""
+    known = sorted(known)
+    return exc(f"unknown {kind} {name!r}{did_you_mean(name, known, n=n, otherwise=otherwise)} "
+               f"{known_label}: {', '.join(known)}")
+
+
+class Registry(Generic[T]):
+    """Named zero-argument factories, each registered once and looked up by name with a did-you-mean."""
+
+    def __init__(self, kind: str, known_label: str = "Known") -> None:
+        self.kind, self.known_label = kind, known_label  # kind "preset": "unknown preset 'x'", ...
+        self._factories: dict[str, Callable[[], T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[[], T]], Callable[[], T]]:
+        """Decorator: ``@registry.register("name")`` on a zero-argument function."""
+
+        def deco(fn: Callable[[], T]) -> Callable[[], T]:
+            if name in self._factories:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._factories[name] = fn
+            return fn
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def factory(self, name: str) -> Callable[[], T]:
+        try:
+            return self._factories[name]
+        except KeyError:
+            raise unknown_name(self.kind, name, self._factories, exc=KeyError,
+                               known_label=self.known_label) from None
+
+    def get(self, name: str) -> T:
+        """What the factory called ``name`` makes (a fresh object every call)."""
+        return self.factory(name)()
+
+    def doc(self, name: str) -> str:
+        """The factory's docstring on one line."""
+        return " ".join((self.factory(name).__doc__ or "").split())
