@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,9 +47,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     On a clean exit it is fsynced and renamed onto ``path``; on an error it is removed, ``path`` untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _unique(path.parent, f".{path.name}.", suffix)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, unlike mkstemp's 0600
     try:
         yield tmp
         fsync_file(tmp)
@@ -88,7 +87,8 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
     it is removed and ``directory`` is untouched."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    tmp = _unique(directory.parent, f".{directory.name}.tmp-", "")
+    os.mkdir(tmp)  # mode 0777 less the umask, unlike mkdtemp's 0700: a checkpoint others may read stays readable
     try:
         yield tmp
         for p in sorted(tmp.rglob("*")):
@@ -102,6 +102,11 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(directory.parent)
+
+
+def _unique(parent: Path, prefix: str, suffix: str) -> Path:
+    """A name beside the target that no other writer (thread or process) picks; created by the caller."""
+    return parent / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}{suffix}"
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
