@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command, machine, markdown_table, write  # noqa: E402
 
 from vlaforge import presets  # noqa: E402
+from vlaforge.config import head_names  # noqa: E402
 from vlaforge.policy import Policy  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     rows = []
-    for head in ("regression", "tokens", "flow", "diffusion"):
+    for head in head_names():
         cfg = presets.get("default").replace(head=head)
         policy = Policy(cfg, stats(4, 4)).eval()
         precision = policy.set_precision(args.bf16)
@@ -55,7 +56,7 @@ def main() -> None:
             t0 = time.perf_counter()
             policy.predict_chunk(obs)
             times.append((time.perf_counter() - t0) * 1000)
-        steps = {"flow": cfg.flow_steps, "diffusion": cfg.diffusion_sample_steps}.get(head, 1)
+        steps = policy.heads["sawyer"].sampling_steps
         rows.append({"head": head, "precision": precision.name, "params_M": round(policy.num_parameters() / 1e6, 2),
                      "sampling_steps": steps,
                      "p50_ms": round(float(np.percentile(times, 50)), 2),

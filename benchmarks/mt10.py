@@ -20,12 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command, machine, markdown_table, write  # noqa: E402
 
+from vlaforge.config import head_names  # noqa: E402
+
 REFERENCE = {"Diffusion Policy (DP3 paper, Table XVIII)": 0.671, "3D Diffusion Policy (DP3 paper)": 0.755}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--head", default="flow", choices=["regression", "tokens", "flow", "diffusion"])
+    ap.add_argument("--head", default="flow", choices=head_names())
     ap.add_argument("--root", default="runs/mt10")
     ap.add_argument("--preset", default="mt10")
     ap.add_argument("--episodes", type=int, default=20)

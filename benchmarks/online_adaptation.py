@@ -30,39 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, command, machine, markdown_table, write  # noqa: E402
 
 
-class Evaluator:
-    """Success rate of the (in-memory, possibly adapted) policy on fixed seeds, one env per task."""
+def success_rate(policy, task: str, seeds: range, max_steps: int) -> float:
+    """Success rate of the (in-memory, possibly adapted) policy on ``seeds``: ``vlaforge eval``'s rollouts
+    (recycle, half chunks, stop at the first success) run in this process on the live policy, in fp32."""
+    from vlaforge.evaluation.rollout import EvalConfig, evaluate
 
-    def __init__(self, policy, max_steps: int, seeds: list[int]):
-        self.policy, self.max_steps, self.seeds = policy, max_steps, seeds
-        self.envs = {}
-
-    def __call__(self, task: str) -> float:
-        from vlaforge.runtime.chunking import ChunkExecutor
-        from vlaforge.sim.metaworld import MetaWorldEnv
-
-        pc = self.policy.config
-        if task not in self.envs:
-            self.envs[task] = MetaWorldEnv(task, cameras=pc.cameras, image_size=pc.image_size,
-                                           max_steps=self.max_steps)
-        env = self.envs[task]
-        wins = 0
-        with ChunkExecutor(self.policy, "recycle", recompute_every=max(1, pc.chunk_size // 2)) as ex:
-            for seed in self.seeds:
-                obs, _ = env.reset(seed=seed)
-                ex.reset()
-                for _ in range(self.max_steps):
-                    obs, _, _, truncated, info = env.step(ex.act(obs))
-                    if info["is_success"]:
-                        wins += 1
-                        break
-                    if truncated:
-                        break
-        return wins / len(self.seeds)
-
-    def close(self) -> None:
-        for env in self.envs.values():
-            env.close()
+    cfg = EvalConfig(tasks=(task,), episodes=len(seeds), seed=seeds[0], max_steps=max_steps, videos=0,
+                     bf16=False)
+    return evaluate(cfg, policy=policy, progress=False, print_table=False)["tasks"][task]["success_rate"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -103,10 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
     policy = Policy.load(args.checkpoint)
     trained = sorted({e.task_name for e in DatasetReader(args.dataset).episodes if e.task_name})
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else trained
-    evaluator = Evaluator(policy, args.max_steps, list(range(1000, 1000 + args.eval_episodes)))
 
     def evaluate(task: str) -> float:
-        return round(evaluator(task), 3)
+        return round(success_rate(policy, task, range(1000, 1000 + args.eval_episodes), args.max_steps), 3)
 
     first = {t: evaluate(t) for t in tasks}
     weak = args.weak_task or min(first, key=first.get)
@@ -151,16 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.holdout_episodes > 0:
             # the curve's 20-seed points move by ~10 points between evaluations of similar weights: compare the
             # final weights with the deployed ones on more seeds the curve never used
-            seeds = list(range(1000 + args.eval_episodes, 1000 + args.eval_episodes + args.holdout_episodes))
+            seeds = range(1000 + args.eval_episodes, 1000 + args.eval_episodes + args.holdout_episodes)
             final_version = adapter.version
-            held = Evaluator(policy, args.max_steps, seeds)
-            try:
-                final = held(weak)
-                while adapter.version > 0:
-                    adapter.rollback()
-                base = held(weak)
-            finally:
-                held.close()
+            final = success_rate(policy, weak, seeds, args.max_steps)
+            while adapter.version > 0:
+                adapter.rollback()
+            base = success_rate(policy, weak, seeds, args.max_steps)
             holdout = {"task": weak, "seeds": [seeds[0], seeds[-1]], "version": final_version,
                        "base": round(base, 3), "final": round(final, 3)}
             tqdm.write(f"held-out seeds {seeds[0]}-{seeds[-1]}: version 0 {base:.2f}, version {final_version} "
@@ -169,7 +139,6 @@ def main(argv: list[str] | None = None) -> dict:
         bar.close()
         dep.close()
         adapter.close()
-        evaluator.close()
 
     watched = sorted(set(tasks) | {weak})
     adapt_times = [p["adapt_s"] for p in curve if p["adapt_s"] is not None]

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vlaforge.config import head_names
 from vlaforge.fsutil import write_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command, machine, machine_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-HEADS = ("regression", "tokens", "flow", "diffusion")
 
 
 def make_dataset(root: Path, image_size: int, episodes: int = 8, length: int = 40) -> Path:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="measured steps per head (after one warm-up step)")
-    parser.add_argument("--heads", default=",".join(HEADS))
+    parser.add_argument("--heads", default=",".join(head_names()), help="comma-separated registered heads")
     parser.add_argument("--bf16", default="auto", help="training precision: auto (vlaforge.precision), true, false")
     parser.add_argument("--name", default="train_throughput", help="results file name (e.g. for the other CPU kind)")
     parser.add_argument("--out", default=str(RESULTS))

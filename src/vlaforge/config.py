@@ -1,7 +1,11 @@
-"""Typed, frozen configuration for the policy.
+"""Typed, frozen configuration for the policy, and the registry of action heads.
 
 Everything a checkpoint needs to rebuild its model lives here and is saved as ``config.json``.
 Presets (``vlaforge.presets``) are named instances of these dataclasses.
+
+``HEADS`` is where an action head's name is spelled, once: ``register_head(HeadSpec(...))`` below. Config
+validation, the ``--policy.head`` choices and help, ``make_head``, the confidence method ``auto`` picks, tests
+and benchmarks all read it. No torch here: the head's class is an import path, loaded when a policy is built.
 """
 
 from __future__ import annotations
@@ -10,7 +14,102 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-HEADS = ("regression", "tokens", "flow", "diffusion")
+from vlaforge.names import Registry, unknown_name
+
+
+def _positive_ints(obj: Any, *names: str) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{type(obj).__name__}.{name}: expected a positive int, got {v!r}")
+
+
+# -- each head's own settings (PolicyConfig.head_settings.<head>); a head without settings has none ----------
+
+
+@dataclass(frozen=True)
+class TokensSettings:
+    num_bins: int = 256  # Bins per action dimension of the tokens head (also --policy.num_bins).
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "num_bins")
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    steps: int = 10  # Euler steps of the flow head's sampler (also --policy.flow_steps).
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "steps")
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    train_steps: int = 100  # Noise levels of the diffusion head (also --policy.diffusion_train_steps).
+    sample_steps: int = 10  # DDIM steps of the diffusion sampler (also --policy.diffusion_sample_steps).
+
+    def __post_init__(self) -> None:
+        _positive_ints(self, "train_steps", "sample_steps")
+        if self.sample_steps > self.train_steps:
+            raise ValueError(f"DiffusionSettings.sample_steps: expected at most train_steps="
+                             f"{self.train_steps}, got {self.sample_steps}")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """An action head as the registry knows it, without importing it (tests/test_contracts.py checks each
+    entry against its class and runs the head contract over every one)."""
+
+    name: str
+    cls: str  # "vlaforge.models.heads.<file>:<Class>", an ActionHead subclass whose ``name`` is this name
+    doc: str  # one line for --help: what it predicts, how it trains
+    # the ConfidenceEstimator methods that apply to this head (vlaforge.runtime.confidence); "auto": the first
+    confidence: tuple[str, ...]
+    settings: type | None = None  # its frozen settings dataclass: PolicyConfig.head_settings.<name>
+    # format-1 PolicyConfig fields (still read from old checkpoints and the command line) -> settings field
+    flat: Mapping[str, str] = field(default_factory=dict)
+
+
+HEADS: Registry[HeadSpec] = Registry("head", known_label="Known heads")
+
+
+def register_head(spec: HeadSpec) -> HeadSpec:
+    """Add a head: its file in ``vlaforge/models/heads/`` plus one call here (before ``PolicyConfig``, whose
+    ``head`` choices and ``head_settings`` are made from the registry)."""
+    return HEADS.add(spec.name, spec, spec.doc)
+
+
+register_head(HeadSpec("regression", "vlaforge.models.heads.regression:RegressionHead",
+                       "L1 regression of the chunk, deterministic", confidence=("tta",)))
+register_head(HeadSpec("tokens", "vlaforge.models.heads.tokens:TokenHead",
+                       "num_bins uniform bins per dimension, cross-entropy", confidence=("entropy", "tta"),
+                       settings=TokensSettings, flat={"num_bins": "num_bins"}))
+register_head(HeadSpec("flow", "vlaforge.models.heads.flow:FlowHead",
+                       "flow matching, Euler sampling steps", confidence=("samples", "tta"),
+                       settings=FlowSettings, flat={"flow_steps": "steps"}))
+register_head(HeadSpec("diffusion", "vlaforge.models.heads.diffusion:DiffusionHead",
+                       "DDPM training, DDIM sampling", confidence=("samples", "tta"),
+                       settings=DiffusionSettings, flat={"diffusion_train_steps": "train_steps",
+                                                         "diffusion_sample_steps": "sample_steps"}))
+
+
+def head_names() -> tuple[str, ...]:
+    """The registered heads in the order registered."""
+    return tuple(HEADS.names(sort=False))
+
+
+#: ``PolicyConfig.head``'s type, made from the registry: the command line parses and lists its choices
+HeadName = Literal[head_names()]  # type: ignore[valid-type]
+HEAD_HELP = "Action head. " + "; ".join(f"{n}: {HEADS.doc(n)}" for n in head_names()) + "."
+#: every head's settings, a field per head that has some (``head_settings.flow.steps``), from the registry
+HeadSettings = dataclasses.make_dataclass(
+    "HeadSettings", [(n, HEADS.get(n).settings, field(default_factory=HEADS.get(n).settings))
+                     for n in head_names() if HEADS.get(n).settings is not None], frozen=True)
+HeadSettings.__module__, HeadSettings.__doc__ = __name__, "Each head's own settings, by head name."
+#: format-1 flat field -> (head, settings field): ``num_bins`` -> ("tokens", "num_bins")
+FLAT_HEAD_FIELDS: dict[str, tuple[str, str]] = {
+    old: (n, new) for n in head_names() for old, new in HEADS.get(n).flat.items()}
+
 LANGUAGE_ENCODERS = ("minilm", "hash")
 NORMALIZATIONS = ("mean_std", "quantile")
 #: the units a policy's parameters come in (``Policy.parameter_groups()`` keys): what a training stage
@@ -39,7 +138,7 @@ class EmbodimentSpec:
 class PolicyConfig:
     """The model: encoders, fusion transformer, action head, normalization."""
 
-    head: Literal["regression", "tokens", "flow", "diffusion"] = "flow"
+    head: HeadName = field(default="flow", metadata={"help": HEAD_HELP})
     chunk_size: int = 16
     image_size: int = 96
     cameras: tuple[str, ...] = ("corner",)
@@ -62,11 +161,8 @@ class PolicyConfig:
     # language
     language_tokens: int = 2  # the sentence embedding is projected to this many tokens
     hash_buckets: int = 4096
-    # head-specific settings
-    num_bins: int = 256
-    flow_steps: int = 10
-    diffusion_train_steps: int = 100
-    diffusion_sample_steps: int = 10
+    # each head's own settings (tokens: num_bins; flow: steps; diffusion: train_steps, sample_steps)
+    head_settings: HeadSettings = field(default_factory=HeadSettings)
     head_width: int = 256  # width of the denoiser of the flow / diffusion heads
     head_depth: int = 2  # transformer layers of that denoiser
     # auxiliary loss: predict the (normalized) environment state, object and goal positions, from the fusion
@@ -94,6 +190,7 @@ class PolicyConfig:
                 raise TypeError(f"embodiments[{name!r}]: expected EmbodimentSpec, got {type(spec).__name__}")
             embs[str(name)] = spec
         object.__setattr__(self, "embodiments", embs)
+        object.__setattr__(self, "head_settings", _head_settings(self.head_settings))
         self.validate()
 
     def validate(self) -> None:
@@ -101,7 +198,7 @@ class PolicyConfig:
             return ValueError(f"PolicyConfig.{field_name}: expected {expected}, got {getattr(self, field_name)!r}")
 
         if self.head not in HEADS:
-            raise bad("head", f"one of {HEADS}")
+            raise bad("head", f"one of {head_names()}")
         if self.language_encoder not in LANGUAGE_ENCODERS:
             raise bad("language_encoder", f"one of {LANGUAGE_ENCODERS}")
         if self.normalization not in NORMALIZATIONS:
@@ -112,15 +209,12 @@ class PolicyConfig:
             raise bad("cameras", "a non-empty list of distinct camera names")
         if not self.embodiments:
             raise bad("embodiments", "at least one embodiment")
-        for name in ("chunk_size", "d_model", "depth", "heads", "num_bins", "flow_steps",
-                     "diffusion_train_steps", "diffusion_sample_steps", "language_tokens", "head_width",
+        for name in ("chunk_size", "d_model", "depth", "heads", "language_tokens", "head_width",
                      "head_depth", "vision_max_grid", "hash_buckets"):
             if int(getattr(self, name)) <= 0:
                 raise bad(name, "a positive int")
         if self.d_model % self.heads:
             raise bad("d_model", f"a multiple of heads={self.heads}")
-        if self.diffusion_sample_steps > self.diffusion_train_steps:
-            raise bad("diffusion_sample_steps", f"at most diffusion_train_steps={self.diffusion_train_steps}")
         if self.vision_keypoints < 0:
             raise bad("vision_keypoints", "an int >= 0")
         if self.min_spread < 0:
@@ -129,6 +223,15 @@ class PolicyConfig:
             raise bad("aux_env_weight", "a non-negative float")
         if not self.vision_channels:
             raise bad("vision_channels", "at least one stage")
+
+    def settings(self, head: str | None = None) -> Any:
+        """The settings of ``head`` (default: this config's head); None for a head that has none."""
+        return getattr(self.head_settings, head or self.head, None)
+
+    @staticmethod
+    def field_aliases() -> dict[str, str]:
+        """Format-1 names the command line still takes: ``num_bins`` -> ``head_settings.tokens.num_bins``."""
+        return {old: f"head_settings.{head}.{new}" for old, (head, new) in FLAT_HEAD_FIELDS.items()}
 
     # -- JSON round trip ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -140,11 +243,48 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PolicyConfig":
+        """From ``to_dict``'s JSON; format 1 (head settings as flat fields: ``num_bins``, ``flow_steps``, ...)
+        is read too."""
+        d = dict(d)
+        flat = {k: d.pop(k) for k in list(d) if k in FLAT_HEAD_FIELDS}
+        if flat:
+            nested = {h: dict(v) for h, v in dict(d.get("head_settings") or {}).items()}
+            for old, value in flat.items():
+                head, new = FLAT_HEAD_FIELDS[old]
+                nested.setdefault(head, {})[new] = value
+            d["head_settings"] = nested
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"PolicyConfig: unknown fields {unknown}; known fields are {sorted(known)}")
-        return cls(**dict(d))
+        return cls(**d)
 
     def replace(self, **changes: Any) -> "PolicyConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _head_settings(value: Any) -> Any:
+    """``HeadSettings`` from itself or from JSON ``{head: {field: value}}`` (heads left out keep defaults)."""
+    if isinstance(value, HeadSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"PolicyConfig.head_settings: expected HeadSettings or a mapping, "
+                        f"got {type(value).__name__}")
+    known = [f.name for f in dataclasses.fields(HeadSettings)]
+    out = {}
+    for head, settings in value.items():
+        if head not in known:
+            raise unknown_name("head with settings", head, known, known_label="Heads with settings")
+        cls = HEADS.get(head).settings
+        if isinstance(settings, Mapping):
+            names = [f.name for f in dataclasses.fields(cls)]
+            bad = sorted(set(settings) - set(names))
+            if bad:
+                raise ValueError(f"PolicyConfig.head_settings.{head}: unknown fields {bad}; "
+                                 f"known fields are {names}")
+            settings = cls(**settings)
+        if not isinstance(settings, cls):
+            raise TypeError(f"PolicyConfig.head_settings.{head}: expected {cls.__name__}, got "
+                            f"{type(settings).__name__}")
+        out[head] = settings
+    return HeadSettings(**out)

@@ -1,11 +1,14 @@
-"""Names looked up by the user: the did-you-mean for a typo, and a registry of named factories (presets).
+"""Names looked up by the user: the did-you-mean for a typo, and the registry every named thing lives in
+(presets and training presets: factories; heads and simulators: frozen specs whose classes load lazily).
 
-Pure Python (``difflib``); every "unknown ...; did you mean ...?" message in the package is built here.
+Pure Python (``difflib``, ``importlib``); every "unknown ...; did you mean ...?" message in the package is
+built here.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -33,8 +36,20 @@ def unknown_name(kind: str, name: str, known: Iterable[str], *, exc: type[Except
                f"{known_label}: {', '.join(known)}")
 
 
+def load_object(path: str) -> Any:
+    """The object an import path ``"package.module:Name"`` names, imported now (so a registry stays light)."""
+    module, _, attr = path.partition(":")
+    if not module or not attr:
+        raise ValueError(f"import path: expected 'package.module:Name', got {path!r}")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 class Registry(Generic[T]):
-    """Named zero-argument factories, each registered once and looked up by name with a did-you-mean."""
+    """Named zero-argument factories (or ready values, ``add``), each registered once and looked up by name
+    with a did-you-mean. ``names(sort=False)``: in the order registered."""
 
     def __init__(self, kind: str, known_label: str = "Known") -> None:
         self.kind, self.known_label = kind, known_label  # kind "preset": "unknown preset 'x'", ...
@@ -51,8 +66,24 @@ class Registry(Generic[T]):
 
         return deco
 
-    def names(self) -> list[str]:
-        return sorted(self._factories)
+    def add(self, name: str, value: T, doc: str = "") -> T:
+        """Register a ready value (a frozen spec) under ``name``: ``get(name)`` gives that same value back."""
+
+        def factory() -> T:
+            return value
+
+        factory.__doc__ = doc
+        self.register(name)(factory)
+        return value
+
+    def names(self, sort: bool = True) -> list[str]:
+        return sorted(self._factories) if sort else list(self._factories)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def __len__(self) -> int:
+        return len(self._factories)
 
     def factory(self, name: str) -> Callable[[], T]:
         try:

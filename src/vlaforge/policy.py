@@ -34,7 +34,9 @@ from vlaforge.models.heads import make_head
 from vlaforge.processing.normalize import Normalizer, as_stats, stats_to_json
 from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: 1: the head settings flat in the policy config (num_bins, flow_steps, ...), read into head_settings
+READABLE_VERSIONS = (1, 2)
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "norm_stats.json"
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -360,9 +362,9 @@ class Policy(nn.Module):
         remembered per machine and config); ``True`` / ``False`` as asked. Returns the choice (log its
         ``describe()``). Autocast applies inside ``sample_chunks_batch``, so it holds in any thread. ``warn``: the
         warning for an explicit True on a CPU without native bf16."""
-        def probe(use_bf16: bool) -> None:
+        def probe(use_bf16: bool) -> None:  # its own generator: whether it runs must not move torch's global one
             self.inference_precision = Precision(use_bf16, "probe", "")
-            self.predict_chunk(self._synthetic_frame())
+            self.predict_chunk(self._synthetic_frame(), generator=torch.Generator(self.device).manual_seed(0))
 
         key = f"infer|{self.device}|" + json.dumps(self.config.to_dict(), sort_keys=True)
         before = self.inference_precision
@@ -436,8 +438,9 @@ class Policy(nn.Module):
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{path}: expected JSON, got a parse error: {e}") from None
         version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CheckpointError(f"{path}: expected format_version {FORMAT_VERSION}, got {version!r}")
+        if version not in READABLE_VERSIONS:
+            readable = " or ".join(map(str, READABLE_VERSIONS))
+            raise CheckpointError(f"{path}: expected format_version {readable}, got {version!r}")
         return PolicyConfig.from_dict(meta["policy"])
 
     @classmethod

@@ -18,7 +18,8 @@ def tiny() -> PolicyConfig:
         head="flow", chunk_size=8, image_size=64, cameras=("corner",), language_encoder="hash",
         embodiments={"sawyer": EmbodimentSpec(4, 4)}, d_model=64, depth=2, heads=4,
         vision_channels=(16, 32, 64), vision_max_grid=4, language_tokens=1, hash_buckets=1024,
-        head_width=64, head_depth=1, flow_steps=10, diffusion_train_steps=50, diffusion_sample_steps=10,
+        head_width=64, head_depth=1, head_settings={"flow": {"steps": 10},
+                                                    "diffusion": {"train_steps": 50, "sample_steps": 10}},
     )
 
 

@@ -57,6 +57,26 @@ def test_same_seeds_same_episodes(tiny_checkpoint):
     assert a["episodes"][0]["jerk"] == b["episodes"][0]["jerk"]
 
 
+def test_an_in_memory_policy_evaluates_like_its_checkpoint(tmp_path):
+    # a deterministic head: loading a checkpoint draws from torch's generator, and so does sampling
+    torch.manual_seed(0)
+    cfg = presets.get("tiny").replace(head="regression")
+    Policy(cfg, {"sawyer": uniform_stats(4, 4)}).save(tmp_path / "p")
+    kw = dict(tasks=("drawer-close-v3",), episodes=2, max_steps=8, videos=0, bf16=False)
+    saved = evaluate(EvalConfig(checkpoint=str(tmp_path / "p"), **kw), progress=False, print_table=False)
+    policy = Policy.load(tmp_path / "p")
+    before = policy.inference_precision
+    live = evaluate(EvalConfig(**kw), policy=policy, progress=False, print_table=False)
+    assert live["checkpoint"] is None and policy.inference_precision is before  # the policy is left as it was
+    for a, b in zip(saved["episodes"], live["episodes"]):
+        assert (a["seed"], a["steps"], a["jerk"], a["policy_calls"]) == (b["seed"], b["steps"], b["jerk"],
+                                                                         b["policy_calls"])
+    with pytest.raises(ValueError, match="an in-memory policy runs in this process.*got 2"):
+        evaluate(EvalConfig(workers=2, **kw), policy=policy, progress=False)
+    with pytest.raises(ValueError, match=r"EvalConfig.checkpoint: expected a checkpoint directory \(or pass"):
+        evaluate(EvalConfig(**kw), progress=False)
+
+
 def test_checkpoint_for_another_camera_or_embodiment_is_a_clear_error(tmp_path):
     cam = tmp_path / "cam"
     Policy(presets.get("tiny").replace(cameras=("wrist_left",)), {"sawyer": uniform_stats(4, 4)}).save(cam)

@@ -145,6 +145,24 @@ def test_async_reset_discards_inference_in_flight():
     ex.close()
 
 
+def test_wait_idle_blocks_until_the_inference_in_flight_is_done():
+    policy = CountingPolicy(chunk_size=8, delays=(0.0, 0.3))
+    ex = ChunkExecutor(policy, "async", recompute_every=1)
+    ex.act(obs_at(0))
+    ex.act(obs_at(1))  # starts the slow call 1 in the background
+    assert ex.wait_idle(timeout=0.01) is False  # still running
+    assert ex.policy_calls == 1
+    t0 = time.perf_counter()
+    assert ex.wait_idle() is True
+    assert ex.policy_calls == 2 and time.perf_counter() - t0 > 0.1  # it waited for call 1 to finish
+    assert ex.wait_idle(timeout=0.0) is True  # nothing in flight now
+    ex.close()
+    assert ex.wait_idle() is True
+    with ChunkExecutor(CountingPolicy(chunk_size=8), "recycle", recompute_every=4) as sync:
+        sync.act(obs_at(0))
+        assert sync.wait_idle(timeout=0.0) is True  # synchronous: never anything in flight
+
+
 def test_async_inference_error_reaches_the_control_loop():
     policy = CountingPolicy(chunk_size=8, fail_on_call=1)
     ex = ChunkExecutor(policy, "async", recompute_every=1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vlaforge import presets, synthetic
-from vlaforge.apps.deploy_sim import DeploySimConfig, SimSnapshot, expert_rollout, run_deploy_sim
+from vlaforge.apps.deploy_sim import DeploySimConfig, expert_rollout, run_deploy_sim
 from vlaforge.policy import Policy
 
 TASK = "reach-v3"
@@ -89,10 +89,10 @@ def test_snapshot_rollout_is_exact_and_leaves_the_env_untouched():
             np.testing.assert_array_equal(frames[k][key], obs[key])
             np.testing.assert_array_equal(env.expert_action(), actions[k])
             obs, *_ = env.step(actions[k])
-        snap = SimSnapshot(env)
+        snap = env.snapshot()
         a, _ = expert_rollout(env, obs, horizon=100)
         assert len(a) == 40 - env.steps  # never past the episode's step limit
-        snap.restore()
+        env.restore(snap)
     finally:
         env.close()
 

@@ -1,4 +1,5 @@
-"""The robot side imports no torch: safety, chunk execution, monitor and controller run on numpy alone.
+"""The robot side imports no torch: safety, chunk execution, monitor, controller and the episode loop run on
+numpy alone.
 
 A fresh interpreter where ``import torch`` fails imports those modules, wraps a tiny numpy policy in a
 SafetyLayer + ChunkExecutor + Monitor + Controller and steps it. Any attempt to import torch (even one caught
@@ -12,7 +13,7 @@ import sys
 import textwrap
 
 ROBOT_SIDE = ("vlaforge.types", "vlaforge.runtime.safety", "vlaforge.runtime.chunking",
-              "vlaforge.runtime.monitor", "vlaforge.runtime.controller")
+              "vlaforge.runtime.monitor", "vlaforge.runtime.controller", "vlaforge.sim.episode")
 
 SCRIPT = textwrap.dedent(
     """

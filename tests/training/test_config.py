@@ -97,6 +97,26 @@ def test_command_line_parsing_and_errors(capsys):
     assert json.loads(capsys.readouterr().out)["steps"] == 7
 
 
+def test_head_settings_keep_their_old_flags_and_run_configs():
+    # the flat flags of format 1 still set the head's own settings, also with a space-separated value
+    cfg = build_config("debug", parse_argv(["--policy.num_bins", "64", "--policy.flow_steps=3",
+                                            "--policy.diffusion_sample_steps=5",
+                                            "--policy.head_settings.diffusion.train_steps=40"]).overrides)
+    hs = cfg.policy.head_settings
+    assert (hs.tokens.num_bins, hs.flow.steps) == (64, 3)
+    assert (hs.diffusion.sample_steps, hs.diffusion.train_steps) == (5, 40)
+    with pytest.raises(OverrideError, match=r"--policy.num_bins=0: TokensSettings.num_bins: expected a pos"):
+        build_config("debug", ["policy.num_bins=0"])
+    with pytest.raises(OverrideError, match=r"expected at most train_steps=40, got 50"):
+        apply_overrides(cfg, ["policy.diffusion_sample_steps=50"])
+    # a run directory's config.json written before head_settings (flat fields) still resumes
+    d = cfg.to_dict()
+    flat = {k: v for k, v in d["policy"].items() if k != "head_settings"}
+    flat.update(num_bins=64, flow_steps=3, diffusion_train_steps=40, diffusion_sample_steps=5)
+    assert TrainConfig.from_dict(dict(d, policy=flat)) == cfg
+    assert TrainConfig.from_dict(json.loads(json.dumps(d))) == cfg
+
+
 def test_vlaforge_train_command_is_wired():
     from typer.testing import CliRunner
 

@@ -91,37 +91,49 @@ class CollectSummary:
 NOISE_CORRELATION = 0.9  # per step: the injected noise keeps ~90% of its last value (a ~10-step time constant)
 
 
+class _ExpertRecorder:
+    """The scripted expert as the episode loop's actor, recording demonstration frames: each frame is the
+    observation, the expert's (clean) action and ``next.success``; the env executes the action plus the
+    correlated noise. Ends the episode ``post_success_steps`` steps after the first success."""
+
+    def __init__(self, env, seed: int, post_success_steps: int, action_noise: float = 0.0):
+        self.env, self.post_success_steps, self.action_noise = env, post_success_steps, float(action_noise)
+        self.rng = np.random.default_rng([int(seed), 0xDA27])
+        self.noise = np.zeros(4, np.float32)
+        self.innovation = self.action_noise * np.sqrt(1.0 - NOISE_CORRELATION**2)
+        self.frames: list[dict] = []
+        self.success, self.after = False, 0
+
+    def act(self, obs) -> np.ndarray:
+        action = self.env.expert_action()
+        frame = dict(obs)
+        frame[ACTION] = action
+        self.frames.append(frame)
+        if self.action_noise > 0:
+            drift = self.innovation * self.rng.standard_normal(3)
+            self.noise[:3] = NOISE_CORRELATION * self.noise[:3] + drift
+            return np.clip(action + self.noise, -1.0, 1.0).astype(np.float32)
+        return action
+
+    def observe(self, step) -> bool:
+        self.frames[-1]["next.success"] = step.success
+        self.success = self.success or step.success
+        if self.success:
+            self.after += 1
+        return self.after > self.post_success_steps
+
+
 def rollout(env, seed: int, post_success_steps: int, action_noise: float = 0.0) -> tuple[list[dict], bool]:
     """One expert episode: frame dicts (observation + action + next.success) and whether it succeeded.
 
     ``action_noise`` > 0: the executed action is the expert's plus correlated noise on xyz; the recorded one is
-    the expert's (see the module docstring)."""
-    obs, _ = env.reset(seed=seed)
-    rng = np.random.default_rng([int(seed), 0xDA27])
-    noise = np.zeros(4, np.float32)
-    innovation = float(action_noise) * np.sqrt(1.0 - NOISE_CORRELATION**2)
-    frames: list[dict] = []
-    success, after = False, 0
-    while True:
-        action = env.expert_action()
-        frame = dict(obs)
-        frame[ACTION] = action
-        executed = action
-        if action_noise > 0:
-            noise[:3] = NOISE_CORRELATION * noise[:3] + innovation * rng.standard_normal(3)
-            executed = np.clip(action + noise, -1.0, 1.0).astype(np.float32)
-        obs, _, terminated, truncated, info = env.step(executed)
-        frame["next.success"] = bool(info["is_success"])
-        frames.append(frame)
-        if info["is_success"]:
-            success = True
-        if success:
-            after += 1
-            if after > post_success_steps:
-                break
-        if terminated or truncated:
-            break
-    return frames, success
+    the expert's (see the module docstring). Played by the one episode loop (``vlaforge.sim.episode``) until
+    the env ends the episode (its ``max_steps``) or ``post_success_steps`` after the first success."""
+    from vlaforge.sim.episode import run_episode
+
+    expert = _ExpertRecorder(env, seed, post_success_steps, action_noise)
+    run_episode(env, expert, seed=seed, stop_on_success=False)
+    return expert.frames, expert.success
 
 
 def _plan(task: str, need: int, first_seed: int, factor: float) -> list[int]:

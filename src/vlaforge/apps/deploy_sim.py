@@ -3,10 +3,11 @@
     result = run_deploy_sim(DeploySimConfig(checkpoint="ckpt", task="drawer-open-v3", episodes=3,
                                             inject=("nan", "force", "slow")))
 
-Per step: observation -> ``Controller.step`` (ChunkExecutor, SafetyLayer built from the policy's action
-statistics, Monitor, optional confidence gate) -> the safe action -> ``env.step``. A live status line shows
-the status, step latency and safety interventions; at the end the monitor's report (``monitor_report.json``)
-and plot (``monitor.png``) and the episode summary (``summary.json``) are written to ``out``.
+Per step of the episode loop (``vlaforge.sim.episode``): observation -> ``Controller.step``
+(ChunkExecutor, SafetyLayer built from the policy's action statistics, Monitor, optional confidence gate)
+-> the safe action -> ``env.step``. A live status line shows the status, step latency and safety
+interventions; at the end the monitor's report (``monitor_report.json``) and plot (``monitor.png``) and
+the episode summary (``summary.json``) are written to ``out``.
 
 Fault injection (``inject``, each at step ``inject_step`` of every episode):
 
@@ -22,10 +23,11 @@ Corrections (``corrections=True``): the scripted expert plays the person, DAgger
 ``env.expert_action()``; when they differ by more than ``correction_threshold`` (L2, action units) the
 controller hands over (status ``LOW_CONFIDENCE``, ``info["source"] == "human"``) and receives the expert's
 chunk: the expert rolled forward ``H`` steps from the current state on a snapshot of the simulator, which is
-then restored. MuJoCo is deterministic, so playing the chunk reproduces the rolled-out path (unless the
-safety layer changes an action); the rolled-out observations go with the chunk to the
-:class:`~vlaforge.runtime.adaptation.OnlineAdapter`, which records them and adapts between episodes.
-The simulator is not paced to real time unless ``realtime=True``: latencies are compute time.
+then restored (``env.snapshot()`` / ``env.restore(snapshot)``). MuJoCo is deterministic, so playing the
+chunk reproduces the rolled-out path (unless the safety layer changes an action); the rolled-out observations
+go with the chunk to the :class:`~vlaforge.runtime.adaptation.OnlineAdapter`, which records them and adapts
+between episodes. The simulator is not paced to real time unless ``realtime=True``: latencies are compute
+time.
 """
 
 from __future__ import annotations
@@ -163,58 +165,24 @@ class FaultyPolicy:
         return chunk
 
 
-# ------------------------------------------------------------------------------------- simulator snapshot
-
-class SimSnapshot:
-    """The full simulation state of a :class:`MetaWorldEnv` (MuJoCo integration state + the Python-side
-    episode state), restorable bit-exactly: ``snap = SimSnapshot(env); ...; snap.restore()``."""
-
-    def __init__(self, env: Any):
-        import mujoco
-
-        self.env = env
-        mw = env.mw_env
-        self._spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        self._state = np.empty(mujoco.mj_stateSize(mw.model, self._spec))
-        mujoco.mj_getState(mw.model, mw.data, self._state, self._spec)
-        self._py = {k: _copy(getattr(mw, k)) for k in ("_prev_obs", "curr_path_length", "_last_stable_obs",
-                                                         "_did_see_sim_exception")}
-        self._wrapper = {"_raw_obs": _copy(env._raw_obs), "_steps": env._steps}
-
-    def restore(self) -> None:
-        import mujoco
-
-        mw = self.env.mw_env
-        mujoco.mj_setState(mw.model, mw.data, self._state, self._spec)
-        mujoco.mj_forward(mw.model, mw.data)
-        for k, v in self._py.items():
-            setattr(mw, k, _copy(v))
-        for k, v in self._wrapper.items():
-            setattr(self.env, k, _copy(v))
-
-
-def _copy(v: Any) -> Any:
-    return v.copy() if isinstance(v, np.ndarray) else v
-
+# ------------------------------------------------------------------------------------- the expert's chunk
 
 def expert_rollout(env: Any, obs: Mapping[str, Any], horizon: int) -> tuple[np.ndarray, list[dict]]:
     """The expert's next ``K <= horizon`` actions (K, D) from the current state (whose observation is
     ``obs``) and the K observations they start from (``obs`` first), rolled out on a snapshot that is then
-    restored."""
+    restored (``env.snapshot()`` / ``env.restore``)."""
+    from vlaforge.sim.episode import run_episode
+
     k = min(horizon, env.max_steps - env.steps)
     if k <= 0:
         return np.zeros((0, env.action_space.shape[0]), np.float32), []
-    snap = SimSnapshot(env)
-    actions, frames = [], []
+    snap = env.snapshot()
     try:
-        for _ in range(k):
-            a = env.expert_action()
-            actions.append(a)
-            frames.append(obs)
-            obs, *_ = env.step(a)
+        ep = run_episode(env, lambda o: env.expert_action(), start=obs, max_steps=k, stop_on_success=False,
+                         record=lambda o: o)
     finally:
-        snap.restore()
-    return np.stack(actions).astype(np.float32), frames
+        env.restore(snap)
+    return np.stack(ep.actions).astype(np.float32), ep.frames[:k]
 
 
 class SimSupervisor:
@@ -325,60 +293,31 @@ class SimDeployment:
         self.episodes: list[dict[str, Any]] = []
 
     def run_episode(self, seed: int, bar: Any = None) -> dict[str, Any]:
-        cfg, env, ctl = self.cfg, self.env, self.controller
-        obs, _ = env.reset(seed=seed)
-        if not self.episodes:  # as on a robot: warm the policy (language encoder, kernels) before the loop runs
-            self.policy.predict_chunk(obs)
+        from vlaforge.sim.episode import run_episode
+
+        cfg, ctl = self.cfg, self.controller
         self.faults.new_episode()
         fired_before = len(self.faults.fired)
         sup = self.supervisor
-        corr0 = sup.corrections if sup else 0
-        statuses: Counter = Counter()
-        reasons: Counter = Counter()
-        hold_reasons: Counter = Counter()
-        lat = deque(maxlen=100)
-        interventions, success, final, steps = 0, False, "OK", 0
-        for t in range(cfg.max_steps):
-            t0 = time.perf_counter()
-            self.faults.step = t
-            res = ctl.step(obs, force=self.faults.force_reading())
-            statuses[res.status] += 1
-            reasons.update(res.info.get("safety_reasons", ()))
-            interventions += bool(res.info.get("safety_reasons"))
-            if "hold_reason" in res.info:
-                hold_reasons[res.info["hold_reason"]] += 1
-            lat.append(res.info["latency_s"])
-            final, steps = res.status, t + 1
-            if bar is not None:
-                bar.update(1)
-                line = (f"{res.status:<14} step {1000 * res.info['latency_s']:6.1f} ms "
-                        f"p99 {1000 * float(np.percentile(lat, 99)):6.1f} ms  safety {interventions}  "
-                        f"holds {statuses['HOLD']}")
-                if sup is not None and self.adapter is not None:
-                    line += f"  corrections {sup.corrections - corr0}"
-                bar.set_postfix_str(line, refresh=False)
-            if res.status == "ESTOP":
-                break  # the robot is stopped; a person has to look at it before it moves again
-            obs, _, terminated, truncated, info = env.step(res.action)
-            success = success or bool(info["is_success"])
-            if (success and cfg.stop_on_success) or terminated or truncated:
-                break
-            if cfg.realtime:
-                time.sleep(max(0.0, self.dt - (time.perf_counter() - t0)))
+        actor = _ControlActor(self, bar)
+        ep = run_episode(self.env, actor, seed=seed, max_steps=cfg.max_steps,
+                         stop_on_success=cfg.stop_on_success, period_s=self.dt if cfg.realtime else None)
+        success = ep.success
         next_status = ctl.end_episode(success)
         operator_reset = next_status in ("ESTOP", "ESCALATE")
         if operator_reset:
             ctl.reset()  # in sim, the person clears the stop / looks at the failures at once
         adapt = None
         if self.adapter is not None and self.adapter.due:
-            _wait_for_inference(self.executor)  # an async call still in flight must not race the update
+            self.executor.wait_idle(timeout=30.0)  # an async call still in flight must not race the update
             adapt = self.adapter.adapt().to_dict()  # between episodes: the robot is at rest
+        lat = actor.latency
         summary = {
-            "seed": seed, "success": success, "steps": steps, "final_status": final,
-            "statuses": dict(statuses), "safety_interventions": interventions,
-            "safety_reasons": dict(reasons), "hold_reasons": dict(hold_reasons),
+            "seed": seed, "success": success, "steps": actor.steps, "final_status": actor.final,
+            "statuses": dict(actor.statuses), "safety_interventions": actor.interventions,
+            "safety_reasons": dict(actor.reasons), "hold_reasons": dict(actor.hold_reasons),
             "faults": self.faults.fired[fired_before:],
-            "corrections": (sup.corrections - corr0) if sup else 0,
+            "corrections": (sup.corrections - actor.corrections0) if sup else 0,
             "latency_ms": {"p50": 1000 * float(np.percentile(lat, 50)),
                            "p99": 1000 * float(np.percentile(lat, 99))},
             "next_status": next_status, "operator_reset": operator_reset, "adaptation": adapt,
@@ -392,16 +331,46 @@ class SimDeployment:
         self.env.close()
 
 
-def _wait_for_inference(executor: Any, timeout_s: float = 30.0) -> None:
-    """Block until the async executor's background inference (if any) is idle. ChunkExecutor has no public
-    call for this yet, so this reads its worker's state."""
-    worker = getattr(executor, "_worker", None)
-    if worker is None:
-        return
-    deadline = time.monotonic() + timeout_s
-    with worker.cond:
-        while worker.busy() and time.monotonic() < deadline:
-            worker.cond.wait(0.05)
+class _ControlActor:
+    """One deploy-sim episode as the episode loop's actor: the fault step, ``Controller.step``, the counts and
+    the live status line; None (stop before stepping) on ``ESTOP``."""
+
+    def __init__(self, dep: SimDeployment, bar: Any = None):
+        self.dep, self.bar = dep, bar
+        self.statuses: Counter = Counter()
+        self.reasons: Counter = Counter()
+        self.hold_reasons: Counter = Counter()
+        self.latency: deque = deque(maxlen=100)
+        self.interventions, self.final, self.steps = 0, "OK", 0
+        self.corrections0 = dep.supervisor.corrections if dep.supervisor else 0
+
+    def begin(self, obs: Mapping[str, Any]) -> None:
+        if not self.dep.episodes:  # as on a robot: warm the policy (language encoder, kernels) first
+            self.dep.policy.predict_chunk(obs)
+
+    def act(self, obs: Mapping[str, Any]) -> np.ndarray | None:
+        dep, t = self.dep, self.steps
+        dep.faults.step = t
+        res = dep.controller.step(obs, force=dep.faults.force_reading())
+        self.statuses[res.status] += 1
+        self.reasons.update(res.info.get("safety_reasons", ()))
+        self.interventions += bool(res.info.get("safety_reasons"))
+        if "hold_reason" in res.info:
+            self.hold_reasons[res.info["hold_reason"]] += 1
+        self.latency.append(res.info["latency_s"])
+        self.final, self.steps = res.status, t + 1
+        if self.bar is not None:
+            self.bar.update(1)
+            line = (f"{res.status:<14} step {1000 * res.info['latency_s']:6.1f} ms "
+                    f"p99 {1000 * float(np.percentile(self.latency, 99)):6.1f} ms  "
+                    f"safety {self.interventions}  holds {self.statuses['HOLD']}")
+            sup = dep.supervisor
+            if sup is not None and dep.adapter is not None:
+                line += f"  corrections {sup.corrections - self.corrections0}"
+            self.bar.set_postfix_str(line, refresh=False)
+        if res.status == "ESTOP":
+            return None  # the robot is stopped; a person has to look at it before it moves again
+        return res.action
 
 
 def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:

@@ -112,7 +112,8 @@ def write_report(out: Path, results: dict) -> None:
     write_json_atomic(out / "results.json", results, indent=2)
     png = plot_success(results, out / "success.png")
     videos = [(e["task"], e["seed"], e["success"], e["video"]) for e in results["episodes"] if e.get("video")]
-    head = (f"# Evaluation of `{results['checkpoint']}`\n\nTasks: {', '.join(results['tasks'])}; "
+    what = f"`{results['checkpoint']}`" if results["checkpoint"] else "an in-memory policy"
+    head = (f"# Evaluation of {what}\n\nTasks: {', '.join(results['tasks'])}; "
             f"{results['episodes_per_task']} episodes per task on seeds {results['seeds'][0]}-{results['seeds'][1]}; "
             f"strategy `{results['strategy']}`, {results['execute_steps']} actions per chunk; step limit "
             f"{results['max_steps']}; wall time {results['wall_s']} s.\n\n"

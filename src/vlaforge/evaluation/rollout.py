@@ -1,9 +1,14 @@
 """Run a policy in Meta-World on fixed seeds, in parallel worker processes, and collect metrics.
 
 Episode seeds are ``seed, seed + 1, ...`` for every task (disjoint from demonstration seeds, which start at 0).
-Each worker loads the checkpoint once and keeps one environment (one renderer) per task. Chunks are played
-through the runtime's ``ChunkExecutor`` (``recycle`` with ``execute_steps`` actions per chunk by default: open
-loop over half the chunk, then predict again).
+Each worker loads the checkpoint once and keeps one environment (one renderer) per task
+(:class:`Rollouts`). Chunks are played through the runtime's ``ChunkExecutor`` (``recycle`` with
+``execute_steps`` actions per chunk by default: open loop over half the chunk, then predict again) by the
+one episode loop, ``vlaforge.sim.episode``.
+
+An in-memory policy is evaluated as it is, without a checkpoint: ``evaluate(EvalConfig(tasks=...), policy=p)``
+runs in this process (``workers`` must be <= 1: a live model is not sent to worker processes); ``cfg.bf16``
+applies for the run, the policy's precision is put back afterwards, torch's thread count is left as it is.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ SIM_STATE_DIM = SIM_ACTION_DIM = 4
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: str
+    checkpoint: str | None = None  # a checkpoint directory; with evaluate(..., policy=...) only a label
     tasks: tuple[str, ...] = ("drawer-open-v3",)
     episodes: int = 20
     seed: int = 1000
@@ -69,7 +74,61 @@ def check_compatible(policy_config) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # one process: a policy and its environments
 
-_STATE: dict[str, Any] = {}
+
+class Rollouts:
+    """One policy and one environment (one renderer) per task, in this process: what each worker holds, and
+    what an in-process run (``workers <= 1`` or an in-memory policy) uses.
+    ``episode((task, seed, record))``."""
+
+    def __init__(self, cfg: EvalConfig, policy: Any):
+        self.cfg, self.policy = cfg, policy
+        self.envs: dict[str, Any] = {}
+
+    def env(self, task: str):
+        from vlaforge.sim.metaworld import MetaWorldEnv
+
+        if task not in self.envs:
+            cfg, pc = self.cfg, self.policy.config
+            self.envs[task] = MetaWorldEnv(task, cameras=pc.cameras, image_size=pc.image_size,
+                                           max_steps=cfg.max_steps, instruction=cfg.instructions.get(task))
+        return self.envs[task]
+
+    def episode(self, item: tuple[str, int, bool]) -> EpisodeResult:
+        """One episode: the chunk executor played by the episode loop (``vlaforge.sim.episode``)."""
+        from vlaforge.runtime.chunking import ChunkExecutor
+        from vlaforge.sim.episode import run_episode
+        from vlaforge.types import image_key
+
+        task, seed, record = item
+        cfg, policy = self.cfg, self.policy
+        h = policy.config.chunk_size
+        k = cfg.execute_steps or max(1, h // 2)
+        executor = ChunkExecutor(policy, strategy=cfg.strategy, recompute_every=min(k, h))
+        first_cam = image_key(policy.config.cameras[0])
+        try:
+            ep = run_episode(self.env(task), executor, seed=seed, max_steps=cfg.max_steps,
+                             stop_on_success=cfg.stop_on_success, record=first_cam if record else None)
+            latencies = [t * 1000 for t in executor.pop_inference_times()]
+            calls = executor.policy_calls
+        finally:
+            executor.close()
+        result = episode_from_trace(task, seed, ep.actions, ep.successes, chunk_latency_ms=latencies,
+                                    policy_calls=calls, control_s=ep.wall_s)
+        if record and cfg.out:
+            from vlaforge.evaluation.report import write_episode_video
+
+            path = Path(cfg.out) / "videos" / f"{task}_seed{seed}.mp4"
+            write_episode_video(path, ep.frames, result.success, label=f"{task} seed {seed}")
+            result.video = str(path.relative_to(cfg.out))
+        return result
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
+
+
+_STATE: dict[str, Any] = {}  # a worker process's Rollouts
 
 
 def _init_worker(cfg: EvalConfig, threads: int) -> None:
@@ -82,79 +141,38 @@ def _init_worker(cfg: EvalConfig, threads: int) -> None:
     check_compatible(policy.config)
     policy.set_precision(cfg.bf16, warn=False)  # the parent resolved "auto" (choose_precision) and warned
     _STATE.clear()
-    _STATE.update(cfg=cfg, policy=policy, envs={})
-
-
-def _env(task: str):
-    from vlaforge.sim.metaworld import MetaWorldEnv
-
-    envs = _STATE["envs"]
-    if task not in envs:
-        cfg, pc = _STATE["cfg"], _STATE["policy"].config
-        envs[task] = MetaWorldEnv(task, cameras=pc.cameras, image_size=pc.image_size, max_steps=cfg.max_steps,
-                                  instruction=cfg.instructions.get(task))
-    return envs[task]
+    _STATE["rollouts"] = Rollouts(cfg, policy)
 
 
 def _run_episode(item: tuple[str, int, bool]) -> EpisodeResult:
-    from vlaforge.runtime.chunking import ChunkExecutor
-
-    task, seed, record = item
-    cfg: EvalConfig = _STATE["cfg"]
-    policy = _STATE["policy"]
-    env = _env(task)
-    h = policy.config.chunk_size
-    k = cfg.execute_steps or max(1, h // 2)
-    executor = ChunkExecutor(policy, strategy=cfg.strategy, recompute_every=min(k, h))
-    frames, actions, successes = [], [], []
-    first_cam = "observation.images." + policy.config.cameras[0]
-    try:
-        obs, _ = env.reset(seed=seed)
-        t0 = time.perf_counter()
-        for _ in range(cfg.max_steps):
-            if record:
-                frames.append(obs[first_cam])
-            action = executor.act(obs)
-            obs, _, terminated, truncated, info = env.step(action)
-            actions.append(action)
-            successes.append(bool(info["is_success"]))
-            if (successes[-1] and cfg.stop_on_success) or terminated or truncated:
-                break
-        control_s = time.perf_counter() - t0
-        latencies = [t * 1000 for t in executor.pop_inference_times()]
-        calls = executor.policy_calls
-    finally:
-        executor.close()
-    result = episode_from_trace(task, seed, actions, successes, chunk_latency_ms=latencies, policy_calls=calls,
-                                control_s=control_s)
-    if record and cfg.out:
-        from vlaforge.evaluation.report import write_episode_video
-
-        if frames:
-            frames.append(obs[first_cam])
-        path = Path(cfg.out) / "videos" / f"{task}_seed{seed}.mp4"
-        write_episode_video(path, frames, result.success, label=f"{task} seed {seed}")
-        result.video = str(path.relative_to(cfg.out))
-    return result
-
-
-def _close_envs() -> None:
-    for env in _STATE.get("envs", {}).values():
-        env.close()
+    return _STATE["rollouts"].episode(item)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the job
 
 
-def run_evaluation(cfg: EvalConfig, progress: bool = True) -> list[EpisodeResult]:
-    """Every (task, seed) episode, in ``cfg.workers`` processes, with a progress bar over episodes."""
+def _check_source(cfg: EvalConfig, policy: Any) -> None:
+    if policy is None and not cfg.checkpoint:
+        raise ValueError("EvalConfig.checkpoint: expected a checkpoint directory (or pass policy=...)")
+    if policy is not None and cfg.workers > 1:
+        raise ValueError(f"EvalConfig.workers: an in-memory policy runs in this process (a live model is not "
+                         f"sent to worker processes); expected workers <= 1, got {cfg.workers} (or save the "
+                         f"policy and evaluate its checkpoint)")
+
+
+def run_evaluation(cfg: EvalConfig, progress: bool = True, policy: Any = None) -> list[EpisodeResult]:
+    """Every (task, seed) episode, in ``cfg.workers`` processes, with a progress bar over episodes.
+
+    ``policy``: an in-memory policy instead of ``cfg.checkpoint``, run in this process (``workers`` <= 1) with
+    ``cfg.bf16`` for the run (its precision is put back afterwards) and torch's thread setting left alone."""
     from tqdm import tqdm
 
     from vlaforge.policy import Policy
 
+    _check_source(cfg, policy)
     # fail here, before starting any worker: a worker whose start-up fails would be restarted by the pool
-    check_compatible(Policy.load(cfg.checkpoint).config)
+    check_compatible((policy if policy is not None else Policy.load(cfg.checkpoint)).config)
     items = [(t, cfg.seed + i, i < cfg.videos) for i in range(cfg.episodes) for t in cfg.tasks]
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(items), desc="eval episodes", unit="ep", disable=not progress, dynamic_ncols=True)
@@ -167,13 +185,22 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> list[EpisodeResult
         bar.update(1)
 
     try:
-        if cfg.workers <= 1:
-            _init_worker(cfg, threads=max(1, min(2, os.cpu_count() or 1)))
+        if policy is not None or cfg.workers <= 1:
+            before = None
+            if policy is None:
+                _init_worker(cfg, threads=max(1, min(2, os.cpu_count() or 1)))
+                rollouts = _STATE.pop("rollouts")
+            else:
+                before = policy.inference_precision
+                policy.set_precision(cfg.bf16, warn=False)
+                rollouts = Rollouts(cfg, policy)
             try:
                 for item in items:
-                    update(_run_episode(item))
+                    update(rollouts.episode(item))
             finally:
-                _close_envs()
+                rollouts.close()
+                if before is not None:
+                    policy.inference_precision = before
         else:
             import multiprocessing as mp
 
@@ -189,27 +216,38 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> list[EpisodeResult
     return sorted(results, key=lambda r: order[(r.task, r.seed)])
 
 
-def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True) -> dict:
-    """Run the episodes, write results.json, report.md, report.html (+ plot, videos), return the results dict."""
+def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True, policy: Any = None) -> dict:
+    """Run the episodes, write results.json, report.md, report.html (+ plot, videos), return the results dict.
+
+    ``policy``: evaluate this in-memory policy (e.g. one being adapted) instead of loading ``cfg.checkpoint``
+    (then only a label in the results, may be None); it runs in this process, see :func:`run_evaluation`."""
     from vlaforge.evaluation.metrics import summarize
     from vlaforge.evaluation.report import format_table, write_report
 
+    _check_source(cfg, policy)
     if cfg.out:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    from vlaforge.policy import Policy
+    live = policy is not None
+    if not live:
+        from vlaforge.policy import Policy
 
-    policy = Policy.load(cfg.checkpoint)  # a missing or broken checkpoint fails here, with its own message
+        policy = Policy.load(cfg.checkpoint)  # a missing or broken checkpoint fails here, with its message
     check_compatible(policy.config)
     chunk = policy.config.chunk_size
+    before = policy.inference_precision
     precision = policy.set_precision(cfg.bf16)  # decided once: the workers take it as a plain bool
-    del policy
+    if live:
+        policy.inference_precision = before  # run_evaluation sets it for the run and puts it back
+    else:
+        policy = None
     if progress:
         print(precision.describe())
     t0 = time.perf_counter()
-    episodes = run_evaluation(replace(cfg, bf16=precision.bf16), progress=progress)
+    episodes = run_evaluation(replace(cfg, bf16=precision.bf16), progress=progress, policy=policy)
     summary = summarize(episodes)
     results = {
-        "checkpoint": str(cfg.checkpoint), "tasks": list(cfg.tasks), "episodes_per_task": cfg.episodes,
+        "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
+        "tasks": list(cfg.tasks), "episodes_per_task": cfg.episodes,
         "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "strategy": cfg.strategy,
         "execute_steps": cfg.execute_steps or max(1, chunk // 2), "max_steps": cfg.max_steps, "instructions": dict(cfg.instructions),
         "precision": precision.to_dict(),

@@ -1,6 +1,7 @@
 """Chunk execution: turn a policy that predicts (H, D) action chunks into one action per control step.
 
-``ChunkExecutor(policy, strategy=...)``, then ``executor.act(obs) -> np.float32 (D,)`` once per step.
+``ChunkExecutor(policy, strategy=...)``, then ``executor.act(obs) -> np.float32 (D,)`` once per step;
+``executor.wait_idle(timeout)`` blocks until no inference is in flight (before changing the policy's weights).
 
 Strategies
 ----------
@@ -223,6 +224,22 @@ class ChunkExecutor:
             with self._worker.cond:
                 self._worker.request = None
                 self._worker.result = None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no policy call is in flight (``async``: the background inference finished), e.g.
+        before the policy's weights change. True when idle, False when ``timeout`` seconds passed first.
+        The synchronous strategies are always idle."""
+        w = self._worker
+        if w is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with w.cond:
+            while w.busy() and not w.closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                w.cond.wait(0.05 if left is None else min(0.05, left))
+        return True
 
     def close(self) -> None:
         """Stop the background thread (async); the executor cannot act afterwards."""

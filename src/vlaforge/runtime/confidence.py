@@ -57,6 +57,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from vlaforge.config import HEADS, head_names
 from vlaforge.fsutil import write_atomic, write_json_atomic
 from vlaforge.runtime.density import EPS, LEGACY_MODALITIES, MODALITIES, FeatureDensity
 from vlaforge.types import ACTION, EMBODIMENT, OBS_STATE, TASK, image_key
@@ -96,7 +97,15 @@ class Confidence:
 
 
 def auto_method(head: str) -> str:
-    return {"flow": "samples", "diffusion": "samples", "tokens": "entropy", "regression": "tta"}[head]
+    """The method ``method="auto"`` picks for a head: the first of its registry entry's ``confidence``."""
+    return HEADS.get(head).confidence[0]
+
+
+def _not_supported(method: str, head: str) -> ConfidenceNotSupported:
+    able = [n for n in head_names() if method in HEADS.get(n).confidence]
+    why = {"samples": ": its samples are identical or per-bin draws, not independent chunks"}.get(method, "")
+    return ConfidenceNotSupported(f"method {method!r} needs the {' or '.join(able)} head, the policy has "
+                                  f"{head!r}{why}; use {auto_method(head)!r} (method='auto')")
 
 
 class ConfidenceEstimator:
@@ -113,13 +122,8 @@ class ConfidenceEstimator:
             raise ValueError(f"ConfidenceEstimator.method: expected one of {METHODS}, got {method!r}")
         head = policy.config.head
         method = auto_method(head) if method == "auto" else method
-        if method == "samples" and head not in ("flow", "diffusion"):
-            raise ConfidenceNotSupported(
-                f"method 'samples' needs a generative head (flow, diffusion), the policy has {head!r}: "
-                f"its samples {'are identical' if head == 'regression' else 'are per-bin draws'}; use "
-                f"{auto_method(head)!r} (method='auto')")
-        if method == "entropy" and head != "tokens":
-            raise ConfidenceNotSupported(f"method 'entropy' needs the tokens head, the policy has {head!r}")
+        if method not in HEADS.get(head).confidence:
+            raise _not_supported(method, head)
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"ConfidenceEstimator.n_samples: expected a positive int, got {n_samples!r}")
         if method in ("samples", "tta") and n_samples < 2:
@@ -166,7 +170,7 @@ class ConfidenceEstimator:
         """The head method's own score (higher = more confident, in [0, 1]) for its raw disagreements."""
         d = np.asarray(disagreement, dtype=np.float64)
         if self.method == "entropy":
-            return np.clip(1.0 - d / math.log(self.policy.config.num_bins), 0.0, 1.0)
+            return np.clip(1.0 - d / math.log(self.policy.config.settings().num_bins), 0.0, 1.0)
         return 1.0 / (1.0 + d)
 
     def estimate(self, obs: Mapping[str, Any]) -> Confidence:

@@ -4,6 +4,7 @@
     obs, info = env.reset(seed=3)           # the layout of our seed convention (below)
     obs, reward, terminated, truncated, info = env.step(env.expert_action())
     info["is_success"]                      # bool
+    snap = env.snapshot(); ...; env.restore(snap)   # back there: the same steps give the same observations
 
 Observation: ``observation.images.<camera>`` uint8 (S, S, 3) upright, ``observation.state``
 float32 (4,) = hand xyz + gripper opening, ``task`` (the instruction), ``embodiment`` ("sawyer"),
@@ -40,6 +41,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
+from vlaforge.sim import SIMULATORS  # noqa: E402
 from vlaforge.sim import instructions as _catalogue  # noqa: E402
 from vlaforge.sim.instructions import (  # noqa: E402,F401  (re-exported)
     DERIVED_TASKS,
@@ -56,17 +58,18 @@ from vlaforge.types import EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
 __all__ = [
     "CAMERAS", "DERIVED_TASKS", "EMBODIMENT_NAME", "METAWORLD_TASKS", "PUCK_TOUCH_RADIUS", "TASK_SETS",
-    "DerivedTask", "MetaWorldEnv", "add_task", "all_tasks", "base_task", "check_experts", "derived_tasks",
-    "instruction", "instructions", "register_derived_task", "resolve_tasks", "success_test",
+    "DerivedTask", "MetaWorldEnv", "MetaWorldSnapshot", "add_task", "all_tasks", "base_task", "check_experts",
+    "derived_tasks", "instruction", "instructions", "register_derived_task", "resolve_tasks", "success_test",
 ]
 
-EMBODIMENT_NAME = "sawyer"
+_SPEC = SIMULATORS.get("metaworld")  # this simulator's registry entry (vlaforge.sim)
+EMBODIMENT_NAME = _SPEC.embodiment
 #: ``observation.environment_state``: Meta-World's object and goal positions (its 39-d observation's
 #: [4:7], [11:14] and [36:39]; the quaternions and the previous frame are left out)
 ENV_STATE_NAMES = ("obj1_x", "obj1_y", "obj1_z", "obj2_x", "obj2_y", "obj2_z", "goal_x", "goal_y", "goal_z")
 _ENV_STATE_INDEX = np.r_[4:7, 11:14, 36:39]
-#: Cameras of the Meta-World scene (xyz_base.xml).
-CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+#: Cameras of the Meta-World scene (xyz_base.xml), as registered.
+CAMERAS = _SPEC.cameras
 #: Cameras whose image-y axis points down in the world: their frames are turned 180 degrees
 #: (both axes flipped: a rotation, not a mirror). topview / gripperPOV look down with the far
 #: side of the table at the top; behindGripper is upright as rendered.
@@ -123,6 +126,24 @@ def derived_tasks() -> dict[str, DerivedTask]:
 
 
 # --------------------------------------------------------------------------- the env
+
+#: Meta-World's Python-side episode state, beside MuJoCo's (what a snapshot keeps)
+_MW_EPISODE_ATTRS = ("_prev_obs", "curr_path_length", "_last_stable_obs", "_did_see_sim_exception")
+
+
+@dataclass(frozen=True)
+class MetaWorldSnapshot:
+    """What :meth:`MetaWorldEnv.snapshot` keeps: MuJoCo's integration state, the Python-side episode state."""
+
+    seed: int | None  # the episode it was taken in
+    mujoco_state: np.ndarray  # mj_getState(..., mjSTATE_INTEGRATION)
+    metaworld: dict  # Meta-World's own episode attributes (_MW_EPISODE_ATTRS)
+    raw_obs: np.ndarray  # float64 (39,)
+    steps: int
+
+
+def _copy(v: Any) -> Any:
+    return v.copy() if isinstance(v, np.ndarray) else v
 
 
 class MetaWorldEnv(gym.Env):
@@ -320,6 +341,41 @@ class MetaWorldEnv(gym.Env):
                 warnings.simplefilter("ignore", UserWarning)
                 action = self._policy.get_action(self._raw_obs)
         return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+
+    def snapshot(self) -> MetaWorldSnapshot:
+        """The full state of the current episode (MuJoCo's integration state and Meta-World's episode
+        attributes); ``restore(snapshot)`` brings the env back to it. The same actions then give the same
+        observations, bit for bit, every time (MuJoCo is deterministic). Restoring recomputes MuJoCo's derived
+        quantities, so the float64 ``raw_obs`` may leave the uninterrupted path in its last bit (~1e-16)."""
+        import mujoco
+
+        self._require_reset()
+        mw = self._mw
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(mw.model, spec))
+        mujoco.mj_getState(mw.model, mw.data, state, spec)
+        episode = {k: _copy(getattr(mw, k)) for k in _MW_EPISODE_ATTRS}
+        return MetaWorldSnapshot(self.episode_seed, state, episode, self._raw_obs.copy(), self._steps)
+
+    def restore(self, snapshot: MetaWorldSnapshot) -> None:
+        """Return to ``snapshot`` (taken in this episode, or in an episode of the same seed: the layout is the
+        seed's, a snapshot does not carry it)."""
+        import mujoco
+
+        if not isinstance(snapshot, MetaWorldSnapshot):
+            raise TypeError(f"restore: expected a MetaWorldSnapshot (from env.snapshot()), "
+                            f"got {type(snapshot).__name__}")
+        self._require_reset()
+        if snapshot.seed != self.episode_seed:
+            raise ValueError(f"restore: the snapshot is of an episode with seed {snapshot.seed}, the env is "
+                             f"in seed {self.episode_seed}: reset(seed={snapshot.seed}) first")
+        mw = self._mw
+        mujoco.mj_setState(mw.model, mw.data, snapshot.mujoco_state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(mw.model, mw.data)
+        for k, v in snapshot.metaworld.items():
+            setattr(mw, k, _copy(v))
+        self._raw_obs = snapshot.raw_obs.copy()
+        self._steps = snapshot.steps
 
     def render(self) -> np.ndarray | None:
         """The first camera's upright frame, uint8 (S, S, 3) (``corner`` when none is configured)."""

@@ -7,8 +7,9 @@ A path walks nested dataclasses (``policy.head``), tuples of dataclasses by inde
 (``stages.0.lr``, ``stages.align.lr``) and mappings of dataclasses by key (``policy.embodiments.sawyer.state_dim``).
 Values are parsed by the field's annotation: bool, int, float, str, Literal choices, tuples (comma-separated or a
 JSON list), mappings and dataclasses (JSON). An unknown path or a bad value is an error naming what was expected,
-with a did-you-mean. Field docs come from attribute docstrings, ``metadata["help"]``, inline ``# comments`` or
-a fallback table, in that order.
+with a did-you-mean. A dataclass with ``field_aliases()`` (``{old_name: "new.path"}``) still accepts its old
+field names (``policy.num_bins`` for ``policy.head_settings.tokens.num_bins``). Field docs come from attribute
+docstrings, ``metadata["help"]``, inline ``# comments`` or a fallback table, in that order.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from vlaforge.names import did_you_mean, hint
 
 #: docs for PolicyConfig fields that carry no comment in vlaforge/config.py
 _FALLBACK_DOCS: dict[tuple[type, str], str] = {
-    (PolicyConfig, "head"): "Action head: regression (L1), tokens (256 bins, cross-entropy), flow (flow matching) "
-                            "or diffusion (DDPM/DDIM).",
     (PolicyConfig, "chunk_size"): "Actions per predicted chunk (H).",
     (PolicyConfig, "image_size"): "Square image side in pixels the policy takes (64..224).",
     (PolicyConfig, "cameras"): "Camera names, in order (observation.images.<camera>).",
@@ -43,10 +42,6 @@ _FALLBACK_DOCS: dict[tuple[type, str], str] = {
     (PolicyConfig, "mlp_ratio"): "MLP width of a transformer layer, as a multiple of d_model.",
     (PolicyConfig, "dropout"): "Dropout in the fusion transformer.",
     (PolicyConfig, "hash_buckets"): "Hash buckets of the hash language encoder.",
-    (PolicyConfig, "num_bins"): "Bins per action dimension of the tokens head.",
-    (PolicyConfig, "flow_steps"): "Euler steps of the flow head's sampler.",
-    (PolicyConfig, "diffusion_train_steps"): "Noise levels of the diffusion head in training.",
-    (PolicyConfig, "diffusion_sample_steps"): "DDIM steps of the diffusion head's sampler.",
     (PolicyConfig, "normalization"): "quantile (q01..q99 -> -1..1) or mean_std.",
 }
 
@@ -347,6 +342,9 @@ def _set(obj: Any, parts: Sequence[str], value: Any, path: str, root: Any) -> An
         raise _unknown(path, root)
     names = [f.name for f in dataclasses.fields(cls)]
     name = parts[0]
+    aliases = cls.field_aliases() if hasattr(cls, "field_aliases") else {}  # old names: num_bins -> a path
+    if name not in names and name in aliases:
+        return _set(obj, [*aliases[name].split("."), *parts[1:]], value, path, root)
     if name not in names:
         raise _unknown(path, root)
     tp = _hints(cls)[name]

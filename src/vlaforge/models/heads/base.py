@@ -23,13 +23,18 @@ def masked_mean(per_step: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.
 
 
 class ActionHead(nn.Module):
-    """Base class. ``low``/``high``: per-dimension range of the data in normalized units (from the stats)."""
+    """Base class. ``low``/``high``: per-dimension range of the data in normalized units (from the stats).
 
+    ``name``: the name the head is registered under (``vlaforge.config.HEADS``; the contract tests check it).
+    ``sampling_steps``: network evaluations per sampled chunk (flow: Euler steps; diffusion: DDIM steps)."""
+
+    name = ""
     generative = False
 
     def __init__(self, d_model: int, chunk_size: int, action_dim: int, low, high, config):
         super().__init__()
         self.d_model, self.chunk_size, self.action_dim = d_model, chunk_size, action_dim
+        self.sampling_steps = 1
         # derived from the saved statistics, so not persisted in the weights
         self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).reshape(action_dim), persistent=False)
         self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).reshape(action_dim), persistent=False)

@@ -1,5 +1,5 @@
-"""Diffusion head: DDPM training (``diffusion_train_steps``, squared-cosine schedule) and deterministic DDIM
-sampling with ``diffusion_sample_steps`` steps.
+"""Diffusion head: DDPM training (``DiffusionSettings.train_steps`` noise levels, squared-cosine schedule) and
+deterministic DDIM sampling with ``sample_steps`` steps.
 
 The network predicts the clean chunk x0 rather than the noise: with a small denoiser and few sampling steps it
 learns far faster on our tasks (after the 500 steps of the head-learning test, noise prediction was off by
@@ -23,12 +23,14 @@ def cosine_alpha_bars(steps: int, max_beta: float = 0.999) -> torch.Tensor:
 
 
 class DiffusionHead(ActionHead):
+    name = "diffusion"
     generative = True
 
     def __init__(self, d_model, chunk_size, action_dim, low, high, config):
         super().__init__(d_model, chunk_size, action_dim, low, high, config)
-        self.train_steps = int(config.diffusion_train_steps)
-        self.sample_steps = int(config.diffusion_sample_steps)
+        settings = config.settings(self.name)  # DiffusionSettings
+        self.train_steps = int(settings.train_steps)
+        self.sample_steps = self.sampling_steps = int(settings.sample_steps)
         self.register_buffer("alpha_bars", cosine_alpha_bars(self.train_steps), persistent=False)
         self.net = ChunkDenoiser(d_model, chunk_size, action_dim, config.head_width, config.head_depth)
 

@@ -1,5 +1,5 @@
 """Flow-matching head: learn the velocity that carries Gaussian noise to the action chunk along a straight
-path, x_t = (1 - t) * noise + t * action; sample with ``flow_steps`` Euler steps from t = 0 to t = 1."""
+path, x_t = (1 - t) * noise + t * action; sample with ``FlowSettings.steps`` Euler steps from t = 0 to 1."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from vlaforge.models.heads.base import ActionHead, ChunkDenoiser, masked_mean, r
 
 
 class FlowHead(ActionHead):
+    name = "flow"
     generative = True
 
     def __init__(self, d_model, chunk_size, action_dim, low, high, config):
         super().__init__(d_model, chunk_size, action_dim, low, high, config)
-        self.steps = int(config.flow_steps)
+        self.steps = self.sampling_steps = int(config.settings(self.name).steps)  # FlowSettings
         self.net = ChunkDenoiser(d_model, chunk_size, action_dim, config.head_width, config.head_depth)
 
     def loss(self, cond, actions, pad_mask):

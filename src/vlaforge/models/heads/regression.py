@@ -9,6 +9,8 @@ from vlaforge.models.heads.base import ActionHead, masked_mean
 
 
 class RegressionHead(ActionHead):
+    name = "regression"
+
     def __init__(self, d_model, chunk_size, action_dim, low, high, config):
         super().__init__(d_model, chunk_size, action_dim, low, high, config)
         self.proj = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, action_dim))

@@ -10,9 +10,11 @@ from vlaforge.models.heads.base import ActionHead, masked_mean
 
 
 class TokenHead(ActionHead):
+    name = "tokens"
+
     def __init__(self, d_model, chunk_size, action_dim, low, high, config):
         super().__init__(d_model, chunk_size, action_dim, low, high, config)
-        self.num_bins = int(config.num_bins)
+        self.num_bins = int(config.settings(self.name).num_bins)  # TokensSettings
         self.proj = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(),
                                   nn.Linear(d_model, action_dim * self.num_bins))
 
