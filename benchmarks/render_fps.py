@@ -19,7 +19,12 @@ import statistics
 import time
 from pathlib import Path
 
+import sys
+
 from vlaforge.fsutil import write_atomic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, machine_line  # noqa: E402
 
 from tqdm import tqdm
 
@@ -80,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         "task": args.task,
         "mujoco_gl": os.environ.get("MUJOCO_GL"),
         "mujoco": mujoco.__version__,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "load_average_1m": round(os.getloadavg()[0], 2)},  # the machine is shared
+        "machine": {**machine(), "platform": platform.platform()},  # the machine is shared: its load is in it
         "target": {"image_size": 96, "fps": TARGET_FPS_96,
                    "met": fps96 is not None and fps96 >= TARGET_FPS_96},
         "results": rows,
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"`env.step(env.expert_action())` per second on `{args.task}`, one `{args.camera}` camera rendered",
         (f"into every observation (MUJOCO_GL={result['mujoco_gl']}, mujoco {result['mujoco']}, "
-         f"{os.cpu_count()} CPUs, shared: load average {result['machine']['load_average_1m']}). "
+         f"{os.cpu_count()} CPUs, shared: load average {result['machine']['load_avg_1m']}). "
          f"Median of {args.repeats} repeats of {args.steps} steps."),
         "",
         "| camera | image size | fps (median) | min | max |",
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         size = r["image_size"] if r["image_size"] else "-"
         lines.append(f"| {r['camera']} | {size} | {r['fps_median']} | {r['fps_min']} | {r['fps_max']} |")
     met = "met" if result["target"]["met"] else "NOT met"
-    lines += ["", f"Target >= {TARGET_FPS_96:g} fps at 96 px: {met} ({fps96} fps).", ""]
+    lines += ["", f"Target >= {TARGET_FPS_96:g} fps at 96 px: {met} ({fps96} fps).", "",
+              machine_line(result["machine"]), ""]
     write_atomic(out / "render_fps.md", "\n".join(lines))
     print("\n".join(lines))
     return result
