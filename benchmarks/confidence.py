@@ -12,11 +12,11 @@ calibrate the threshold (``--percentile``), the other half are scored. Shifted v
 Per shift, from one scoring pass of one estimator (``ConfidenceEstimator(density=True)``): AUROC (the
 probability that an in-distribution frame scores higher than a shifted one; 0.5 = chance) of the head's own
 method alone (``head``: samples / entropy / tta), of the feature density alone (``density``: the largest
-normalized part over language (distance to the nearest known instruction), image and state (Mahalanobis)) and of the combined score the
-estimator uses (``combined``), plus per-modality AUROCs of the density parts; the mean combined score and the
-share of frames stopped at the calibrated thresholds (combined and head alone). Latency: median and p90 of
-``estimate(obs)`` per ``n_samples`` (after warm-up), with and without the density part, beside
-``predict_chunk``.
+normalized part over language (distance to the nearest known instruction), image and state (Mahalanobis)) and
+of the combined score the estimator uses (``combined``), plus per-modality AUROCs of the density parts; the
+mean combined score and the share of frames stopped at the calibrated thresholds (combined and head alone).
+Latency: median and p90 of ``estimate(obs)`` per ``n_samples`` (after warm-up), with and without the density
+part, beside ``predict_chunk``.
 
     .venv/bin/python benchmarks/confidence.py --checkpoint CKPT --dataset DATA [--frames 200] [--n-samples 5]
 """
@@ -24,15 +24,16 @@ share of frames stopped at the calibrated thresholds (combined and head alone). 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, command, machine, markdown_table, write  # noqa: E402
+from vlaforge.benchmarking import command, machine, markdown_table, write
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
 
 
 def _rankdata(x: np.ndarray) -> np.ndarray:
@@ -155,8 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     from vlaforge.data import ChunkDataset, DatasetReader
+    from vlaforge.online.confidence import ConfidenceEstimator
     from vlaforge.policy import Policy
-    from vlaforge.runtime.confidence import ConfidenceEstimator
     from vlaforge.sim.instructions import METAWORLD_TASKS, instruction
 
     policy = Policy.load(args.checkpoint)

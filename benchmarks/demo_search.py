@@ -1,15 +1,15 @@
-"""Variants of the demo recipe side by side: training time per step and in all, success on seeds 1000-1019 and on
-the validation seeds 2000-2039, for the same 150 demonstrations.
+"""Variants of the demo recipe side by side: training time per step and in all, success on seeds 1000-1019 and
+on the validation seeds 2000-2039, for the same 150 demonstrations.
 
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/demo_search.py \\
         --data runs/d64/data --root runs/exp [--only NAME,...]
 
 Each variant trains the ``demo`` training preset with its overrides into ``ROOT/NAME`` (a finished run is
-reused, an interrupted one resumed) and is evaluated into ``ROOT/NAME-eval`` and ``ROOT/NAME-val`` (reused when
-done). The data must match the variants' image size (the 64 px variants here: `vlaforge collect --tasks
+reused, an interrupted one resumed) and is evaluated into ``ROOT/NAME-eval`` and ``ROOT/NAME-val`` (reused
+when done). The data must match the variants' image size (the 64 px variants here: `vlaforge collect --tasks
 drawer-open-v3,drawer-close-v3,button-press-topdown-v3 --episodes-per-task 50 --image-size 64 --out DATA`).
-Issue 13 searched these on the emulated AVX2 kind: the target is >= 95% on both seed sets with <= 10 minutes of
-training there.
+Issue 13 searched these on the emulated AVX2 kind: the target is >= 95% on both seed sets with <= 10 minutes
+of training there.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, machine, markdown_table, write  # noqa: E402
+from vlaforge.benchmarking import command, machine, markdown_table, write
 
 COMPACT = ("policy.image_size=64", "policy.vision_channels=16,32,64,128", "policy.d_model=128",
            "policy.head_width=128")
@@ -51,8 +49,8 @@ def run_variant(name: str, overrides: tuple[str, ...], data: str, root: Path) ->
     for key, seed, episodes in (("eval", 1000, 20), ("val", 2000, 40)):
         res_file = root / f"{name}-{key}" / "results.json"
         if not res_file.is_file():
-            evaluate(EvalConfig(checkpoint=str(run / FINAL), tasks=TASKS, episodes=episodes, seed=seed, workers=2,
-                                videos=0, out=str(res_file.parent)), print_table=False)
+            evaluate(EvalConfig(checkpoint=str(run / FINAL), tasks=TASKS, episodes=episodes, seed=seed,
+                                workers=2, videos=0, out=str(res_file.parent)), print_table=False)
         out[key] = json.loads(res_file.read_text())
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     end = next(e for e in log if e["event"] == "end")
@@ -81,16 +79,17 @@ def main() -> None:
         r = run_variant(name, overrides, args.data, Path(args.root))
         results.append(r | {"what": what})
         pct = lambda x: f"{x * 100:.0f}%"  # noqa: E731
-        rows.append({"variant": what, "s/step": f"{r['median_s_per_step']:.3f}", "train min": r["train_minutes"],
-                     "precision": r["precision"],
+        rows.append({"variant": what, "s/step": f"{r['median_s_per_step']:.3f}",
+                     "train min": r["train_minutes"], "precision": r["precision"],
                      "seeds 1000-1019 (open/close/button)": "/".join(pct(r["eval"][t]) for t in TASKS),
                      "mean": pct(r["eval_mean"]),
                      "seeds 2000-2039 (open/close/button)": "/".join(pct(r["val"][t]) for t in TASKS),
                      "val mean": pct(r["val_mean"])})
     table = markdown_table(rows, list(rows[0]))
-    table += ("\nEach variant: one training run (seed 0 unless named) on the same 150 demonstrations, evaluated with "
-              "the demo's chunk execution (recycle, half chunks). Training minutes include validation passes and "
-              "checkpoints; this 2-core machine is shared, so minutes move by ~10% between runs.\n")
+    table += ("\nEach variant: one training run (seed 0 unless named) on the same 150 demonstrations, "
+              "evaluated with the demo's chunk execution (recycle, half chunks). Training minutes include "
+              "validation passes and checkpoints; this 2-core machine is shared, so minutes move by ~10% "
+              "between runs.\n")
     write("demo_search", {"variants": results, "machine": machine()}, table, command("demo_search.py"))
 
 

@@ -2,22 +2,22 @@
 is asked: on Meta-World's reach-v3 scene, "touch the puck" (reach-puck-v3: hand within 5 cm of the puck) and
 "move the gripper to the goal marker" (reach-goal-v3: Meta-World's own reach success).
 
-One policy is trained on 50 demonstrations of each, then evaluated on seeds 1000-1019 with the right instruction
-and with the instructions swapped. Goals: >= 90% success with the right instruction; with a swapped instruction
-the originally intended task succeeds <= 10% of the time. The same swap test runs on a checkpoint trained on MT10's
-shared-scene pairs when given (--mt10-checkpoint): drawer open/close, window open/close.
+One policy is trained on 50 demonstrations of each, then evaluated on seeds 1000-1019 with the right
+instruction and with the instructions swapped. Goals: >= 90% success with the right instruction; with a
+swapped instruction the originally intended task succeeds <= 10% of the time. The same swap test runs on a
+checkpoint trained on MT10's shared-scene pairs when given (--mt10-checkpoint): drawer open/close, window
+open/close.
 
-    .venv/bin/python benchmarks/grounding.py [--root runs/grounding] [--mt10-checkpoint runs/mt10/train-flow/checkpoint]
+    .venv/bin/python benchmarks/grounding.py [--root runs/grounding] \\
+        [--mt10-checkpoint runs/mt10/train-flow/checkpoint]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, machine, markdown_table, write  # noqa: E402
+from vlaforge.benchmarking import command, machine, markdown_table, write
 
 PAIRS = [("reach-goal-v3", "reach-puck-v3")]
 MT10_PAIRS = [("drawer-open-v3", "drawer-close-v3"), ("window-open-v3", "window-close-v3")]
@@ -65,8 +65,9 @@ def main() -> None:
     tasks = [t for p in PAIRS for t in p]
     config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
     if not _dataset_complete(data, tasks, 50):
-        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=config.policy.image_size,
-                              cameras=config.policy.cameras, workers=args.workers, resume=data.exists()))
+        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50,
+                              image_size=config.policy.image_size, cameras=config.policy.cameras,
+                              workers=args.workers, resume=data.exists()))
     # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
     # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
     train_or_resume(config)
@@ -75,7 +76,8 @@ def main() -> None:
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers, root / "eval-mt10")
     shown = [{k: (f"{v * 100:.0f}%" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     table = markdown_table(shown, list(shown[0]))
-    table += "\nGoals: >= 90% with the right instruction; <= 10% for the intended task with a swapped instruction.\n"
+    table += ("\nGoals: >= 90% with the right instruction; <= 10% for the intended task with a swapped "
+              "instruction.\n")
     write("grounding", {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
                         "machine": machine()}, table, command("grounding.py"))
 

@@ -9,17 +9,13 @@ Targets (benchmark, not test): `default` <= 15 M parameters; flow head with 10 s
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, machine, markdown_table, write  # noqa: E402
-
 from vlaforge import presets  # noqa: E402
+from vlaforge.benchmarking import command, machine, markdown_table, write
 from vlaforge.config import head_names  # noqa: E402
 from vlaforge.policy import Policy  # noqa: E402
 
@@ -35,8 +31,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--bf16", default="auto", help="inference precision: auto (vlaforge.precision), true, false")
-    ap.add_argument("--name", default="latency", help="results file name (e.g. latency_avx2 for the other kind)")
+    ap.add_argument("--bf16", default="auto",
+                    help="inference precision: auto (vlaforge.precision), true, false")
+    ap.add_argument("--name", default="latency",
+                    help="results file name (e.g. latency_avx2 for the other kind)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -48,7 +46,8 @@ def main() -> None:
         precision = policy.set_precision(args.bf16)
         print(precision.describe(), flush=True)
         obs = {"observation.images.corner": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8),
-               "observation.state": np.zeros(4, np.float32), "task": "open the drawer", "embodiment": "sawyer"}
+               "observation.state": np.zeros(4, np.float32), "task": "open the drawer",
+               "embodiment": "sawyer"}
         for _ in range(args.warmup):
             policy.predict_chunk(obs)
         times = []
@@ -57,17 +56,19 @@ def main() -> None:
             policy.predict_chunk(obs)
             times.append((time.perf_counter() - t0) * 1000)
         steps = policy.heads["sawyer"].sampling_steps
-        rows.append({"head": head, "precision": precision.name, "params_M": round(policy.num_parameters() / 1e6, 2),
-                     "sampling_steps": steps,
+        rows.append({"head": head, "precision": precision.name,
+                     "params_M": round(policy.num_parameters() / 1e6, 2), "sampling_steps": steps,
                      "p50_ms": round(float(np.percentile(times, 50)), 2),
                      "p99_ms": round(float(np.percentile(times, 99)), 2), "calls": args.calls})
         print(rows[-1], flush=True)
-    table = markdown_table(rows, ["head", "precision", "params_M", "sampling_steps", "p50_ms", "p99_ms", "calls"])
+    table = markdown_table(rows, ["head", "precision", "params_M", "sampling_steps", "p50_ms", "p99_ms",
+                                  "calls"])
     used = sorted({r["precision"] for r in rows})
     payload = {"preset": "default", "image_size": 96, "cameras": 1, "bf16": args.bf16, "rows": rows,
                "machine": machine(precision="/".join(used)),
                "targets": {"params_M_max": 15, "flow_p50_ms_max": 15},
-               "reference": "LeRobot ACT (51.6 M parameters): ~28 ms per chunk on this machine with 2 threads"}
+               "reference": "LeRobot ACT (51.6 M parameters): ~28 ms per chunk on this machine "
+                            "with 2 threads"}
     write(args.name, payload, table, command("latency.py"))
 
 

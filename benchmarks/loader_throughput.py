@@ -5,22 +5,21 @@
 Without ``--dataset`` it records a synthetic dataset (structured 96 px frames, H.264 4:4:4 lossless) in a temp
 directory. It reports the cache build (decoding every frame once), then random-order ``__getitem__`` rates
 with and without random-shift augmentation, and the rate of whole batches of 64 through ``collate``.
-Writes benchmarks/results/loader_throughput.json and .md. Target: >= 2000 samples/s at 96 px with augmentation.
+Writes benchmarks/results/loader_throughput.json and .md. Target: >= 2000 samples/s at 96 px with
+augmentation.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, write
+from vlaforge.benchmarking import machine, markdown_table, write
 
 TARGET = 2000.0
 

@@ -1,25 +1,24 @@
 """The MT10 benchmark: one multi-task policy for the ten MT10 tasks, 50 scripted demonstrations per task,
-96x96 corner camera + 4-D state + instruction, evaluated with 20 episodes per task on unseen seeds (1000-1019).
+96x96 corner camera + 4-D state + instruction, evaluated with 20 episodes per task on unseen seeds
+(1000-1019).
 
     .venv/bin/python benchmarks/mt10.py --head flow [--root runs/mt10] [--set steps=12000 ...]
 
 Goal: mean success >= 80% with <= 90 minutes of training on the 2-core CPU machine. Published image-based
-results on the same ten tasks, for reference: Diffusion Policy 67.1% and 3D Diffusion Policy 75.5% (single-task
-policies, 10 demonstrations each, best-of-5 evaluations; DP3 paper, Table XVIII); SmolVLA (0.45 B) 57.3% on all of
-MT50 with one policy. Writes benchmarks/results/mt10_<head>.json and .md (``--name`` for variants).
+results on the same ten tasks, for reference: Diffusion Policy 67.1% and 3D Diffusion Policy 75.5%
+(single-task policies, 10 demonstrations each, best-of-5 evaluations; DP3 paper, Table XVIII); SmolVLA
+(0.45 B) 57.3% on all of MT50 with one policy. Writes benchmarks/results/mt10_<head>.json and .md (``--name``
+for variants).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, machine, markdown_table, write  # noqa: E402
-
+from vlaforge.benchmarking import command, machine, markdown_table, write
 from vlaforge.config import head_names  # noqa: E402
 
 REFERENCE = {"Diffusion Policy (DP3 paper, Table XVIII)": 0.671, "3D Diffusion Policy (DP3 paper)": 0.755}
@@ -35,7 +34,8 @@ def main() -> None:
     ap.add_argument("--strategy", default="recycle", choices=["recycle", "ensemble", "async"],
                     help="chunk execution in evaluation (recycle: open loop over half the chunk)")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
-    ap.add_argument("--name", default="", help="results file name under benchmarks/results/ (default mt10_<head>)")
+    ap.add_argument("--name", default="",
+                    help="results file name under benchmarks/results/ (default mt10_<head>)")
     args = ap.parse_args()
 
     from vlaforge.apps.collect import CollectConfig, collect
@@ -53,11 +53,12 @@ def main() -> None:
         run, out = root / f"train-{args.name}", root / f"eval-{args.name}"
     t0 = time.perf_counter()
     if not _dataset_complete(data, tasks, 50):
-        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=96, workers=args.workers,
-                              resume=data.exists()))
+        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=96,
+                              workers=args.workers, resume=data.exists()))
     t_collect = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}", *args.set]))
+    train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}",
+                                               *args.set]))
     t_train = time.perf_counter() - t0
     train_minutes = _train_minutes(run) or t_train / 60
     ckpt = run / "checkpoint"
@@ -70,7 +71,8 @@ def main() -> None:
              "ci95": f"{v['ci95'][0] * 100:.0f}-{v['ci95'][1] * 100:.0f}%"} for t, v in res["tasks"].items()]
     rows.append({"task": "mean", "success": f"{res['overall']['success_rate'] * 100:.1f}%", "ci95": ""})
     table = markdown_table(rows, ["task", "success", "ci95"])
-    table += (f"\nHead `{args.head}`, {policy.num_parameters() / 1e6:.2f} M parameters, training {train_minutes:.1f} min, "
+    table += (f"\nHead `{args.head}`, {policy.num_parameters() / 1e6:.2f} M parameters, "
+              f"training {train_minutes:.1f} min, "
               f"chunk latency p50 {res['overall']['chunk_latency_ms_p50']} ms. References: "
               + ", ".join(f"{k} {v * 100:.1f}%" for k, v in REFERENCE.items()) + ".\n")
     cfg = json.loads((run / "config.json").read_text())
@@ -78,12 +80,14 @@ def main() -> None:
         "head": args.head, "tasks": res["tasks"], "mean_success": res["overall"]["success_rate"],
         "params": policy.num_parameters(), "train_minutes": round(train_minutes, 1),
         "collect_minutes": round(t_collect / 60, 1), "eval_minutes": round(t_eval / 60, 1),
-        "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"], "strategy": args.strategy, "train_config": cfg,
+        "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"], "strategy": args.strategy,
+        "train_config": cfg,
         "reference": REFERENCE, "machine": machine()}, table, command("mt10.py"))
 
 
 def _train_minutes(run: Path) -> float | None:
-    """Training time from the run's own log (excludes time spent on earlier, interrupted attempts' restarts)."""
+    """Training time from the run's own log (excludes time spent on earlier, interrupted attempts'
+    restarts)."""
     log = run / "log.jsonl"
     if not log.is_file():
         return None

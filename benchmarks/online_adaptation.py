@@ -19,15 +19,16 @@ vs corrections, one line per task).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, command, machine, markdown_table, write  # noqa: E402
+from vlaforge.benchmarking import command, machine, markdown_table, write
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
 
 
 def success_rate(policy, task: str, seeds: range, max_steps: int) -> float:
@@ -69,10 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from vlaforge.data import ChunkDataset, DatasetReader
-    from vlaforge.policy import Policy
-    from vlaforge.runtime.adaptation import OnlineAdapter
     from vlaforge.apps.deploy_sim import DeploySimConfig, SimDeployment
+    from vlaforge.data import ChunkDataset, DatasetReader
+    from vlaforge.online.adaptation import OnlineAdapter
+    from vlaforge.policy import Policy
 
     t_start = time.perf_counter()
     policy = Policy.load(args.checkpoint)
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         for i in range(args.max_episodes):
             # past the cap, keep going until the corrections since the last adaptation have been adapted on
-            # (adaptations happen at episode ends, so the counts at adaptations are not multiples of adapt_every)
+            # (adaptations happen at episode ends, so the counts at adaptations are not multiples of
+            # adapt_every)
             if adapter.corrections_total >= args.max_corrections and adapter.pending == 0:
                 break
             ep = dep.run_episode(2000 + i)
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
                            + ", ".join(f"{t} {point[t]:.2f}" for t in sorted(set(tasks) | {weak})))
         holdout = None
         if args.holdout_episodes > 0:
-            # the curve's 20-seed points move by ~10 points between evaluations of similar weights: compare the
-            # final weights with the deployed ones on more seeds the curve never used
+            # the curve's 20-seed points move by ~10 points between evaluations of similar weights: compare
+            # the final weights with the deployed ones on more seeds the curve never used
             seeds = range(1000 + args.eval_episodes, 1000 + args.eval_episodes + args.holdout_episodes)
             final_version = adapter.version
             final = success_rate(policy, weak, seeds, args.max_steps)
@@ -133,8 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
             base = success_rate(policy, weak, seeds, args.max_steps)
             holdout = {"task": weak, "seeds": [seeds[0], seeds[-1]], "version": final_version,
                        "base": round(base, 3), "final": round(final, 3)}
-            tqdm.write(f"held-out seeds {seeds[0]}-{seeds[-1]}: version 0 {base:.2f}, version {final_version} "
-                       f"{final:.2f}")
+            tqdm.write(f"held-out seeds {seeds[0]}-{seeds[-1]}: version 0 {base:.2f}, "
+                       f"version {final_version} {final:.2f}")
     finally:
         bar.close()
         dep.close()

@@ -19,14 +19,10 @@ import statistics
 import time
 from pathlib import Path
 
-import sys
-
-from vlaforge.fsutil import write_atomic
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, machine_line  # noqa: E402
-
 from tqdm import tqdm
+
+from vlaforge.benchmarking import machine, machine_line
+from vlaforge.fsutil import write_atomic
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 

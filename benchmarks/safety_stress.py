@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine, markdown_table, write  # noqa: E402
+from vlaforge.benchmarking import machine, markdown_table, write
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
 
 from vlaforge.runtime.safety import REASONS, SafetyConfig, SafetyLayer  # noqa: E402
 

@@ -8,11 +8,8 @@ jerk), policy calls per control step and control steps per second, for each stra
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, write  # noqa: E402
+from vlaforge.benchmarking import machine, markdown_table, write
 
 SETTINGS = [("recycle", 1), ("recycle", 4), ("recycle", 8), ("recycle", 16), ("ensemble", 1), ("async", 4),
             ("async", 8)]
@@ -37,12 +34,14 @@ def main() -> None:
         o = res["overall"]
         calls = sum(t["policy_calls_per_step"] for t in res["tasks"].values()) / len(res["tasks"])
         rows.append({"strategy": strategy, "recompute_every": k if strategy != "ensemble" else "every step",
-                     "success": f"{o['success_rate'] * 100:.0f}%", "mean_squared_jerk": o["mean_squared_jerk"],
-                     "policy_calls_per_step": round(calls, 3), "control_steps_per_s": o["control_steps_per_s"],
+                     "success": f"{o['success_rate'] * 100:.0f}%",
+                     "mean_squared_jerk": o["mean_squared_jerk"], "policy_calls_per_step": round(calls, 3),
+                     "control_steps_per_s": o["control_steps_per_s"],
                      "latency_p50_ms": o["chunk_latency_ms_p50"]})
         print(rows[-1], flush=True)
     table = markdown_table(rows, list(rows[0]))
-    table += (f"\n{args.episodes} episodes per task on seeds 1000-{999 + args.episodes}, tasks {', '.join(tasks)}; "
+    table += (f"\n{args.episodes} episodes per task on seeds 1000-{999 + args.episodes}, "
+              f"tasks {', '.join(tasks)}; "
               f"{args.workers} worker processes with 1 torch thread each.\n")
     write("strategies", {"checkpoint": args.checkpoint, "rows": rows, "tasks": list(tasks),
                          "episodes": args.episodes, "machine": machine()}, table,

@@ -1,4 +1,4 @@
-"""Training throughput of the real loop: samples/s and seconds per step for each head, and where the time goes.
+"""Training throughput of the real loop: samples/s and seconds per step per head, and where the time goes.
 
     python benchmarks/train_throughput.py [--preset scratch] [--image-size 96] [--batch 64] [--threads 2]
                                           [--steps 3] [--heads regression,tokens,flow,diffusion]
@@ -6,8 +6,8 @@
 For each head, ``vlaforge.training.train`` runs the ``scratch`` preset (the ``default`` policy: 96 px, MiniLM
 instructions, 16-step chunks) for 1 + ``--steps`` optimizer steps on a small dataset recorded to a temp dir
 (synthetic 96 px frames, stored as mp4, read through ChunkDataset's frame cache with augmentation on), with
-``num_workers=0`` so the data time is measured, not hidden behind workers. The first step (one-off costs: MiniLM
-load, allocator warm-up) is dropped; reported are medians over the remaining steps of the trainer's own
+``num_workers=0`` so the data time is measured, not hidden behind workers. The first step (one-off costs:
+MiniLM load, allocator warm-up) is dropped; reported are medians over the remaining steps of the trainer's own
 per-step timings from log.jsonl: data (waiting for the batch), forward, backward, optimizer (clipping, AdamW,
 EMA). Validation and checkpoints are off so they do not count. Writes benchmarks/results/train_throughput.json
 and .md, with the machine's load average before and after (others using the CPU slow every number down).
@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vlaforge.benchmarking import command, machine, machine_line
 from vlaforge.config import head_names
 from vlaforge.fsutil import write_atomic
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, machine, machine_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -61,8 +59,8 @@ def run_head(head: str, preset: str, data: Path, out: Path, args) -> dict:
     cfg = build_config(preset, [
         f"policy.head={head}", f"policy.image_size={args.image_size}", f"dataset={data}", f"out={out}",
         f"steps={1 + args.steps}", f"batch_size={args.batch}", f"threads={args.threads}", "num_workers=0",
-        "log_interval=1", "val_interval=0", "ckpt_interval=0", "warmup=0", "progress=false", "tensorboard=false",
-        f"bf16={args.bf16}",
+        "log_interval=1", "val_interval=0", "ckpt_interval=0", "warmup=0", "progress=false",
+        "tensorboard=false", f"bf16={args.bf16}",
     ])
     ds = ChunkDataset(data, chunk_size=cfg.policy.chunk_size, split="all", augment=True, paraphrase=False,
                       progress=False)
@@ -90,26 +88,28 @@ def run_head(head: str, preset: str, data: Path, out: Path, args) -> dict:
 
 def to_markdown(res: dict) -> str:
     a = res["args"]
-    rows = ["| head | precision | params | samples/s | s/step (median) | s/step (best) | data | forward | backward | "
-            "optimizer |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| head | precision | params | samples/s | s/step (median) | s/step (best) | data | forward | "
+            "backward | optimizer |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["heads"]:
         s = r["s_per_step"]
         split = " | ".join(f"{r[k]:.3f} s ({100 * r[k] / s:.0f}%)"
                            for k in ("data_s", "forward_s", "backward_s", "optimizer_s"))
-        rows.append(f"| {r['head']} | {r['precision']} | {r['parameters'] / 1e6:.2f} M | {r['samples_per_s']:.1f} | {s:.2f} | "
+        rows.append(f"| {r['head']} | {r['precision']} | {r['parameters'] / 1e6:.2f} M | "
+                    f"{r['samples_per_s']:.1f} | {s:.2f} | "
                     f"{r['s_per_step_best']:.2f} | {split} |")
     load = res["machine"]["load_avg_1m"], res["load_avg_after"]
     return "\n".join([
         "# Training throughput", "",
         f"`{res['command']}`", "",
         (f"Preset `{a['preset']}` ({res['policy']}), {a['image_size']} px, bf16={a['bf16']}, "
-         f"batch {a['batch']}, {a['threads']} torch threads, `num_workers=0`; median of {a['steps']} steps after "
-         f"one warm-up step; times per step from the trainer's own log."), "",
+         f"batch {a['batch']}, {a['threads']} torch threads, `num_workers=0`; median of {a['steps']} steps "
+         f"after one warm-up step; times per step from the trainer's own log."), "",
         *rows, "",
         (f"{machine_line(res['machine'])} "
-         f"Load average (1 min) before the run: {load[0]:.2f}, after: {load[1]:.2f} (the run itself adds about "
-         f"{a['threads']})" + (": other processes were using the CPU too, so these numbers are pessimistic."
-                               if load[0] >= 0.5 else ".")), "",
+         f"Load average (1 min) before the run: {load[0]:.2f}, after: {load[1]:.2f} (the run itself adds "
+         f"about {a['threads']})"
+         + (": other processes were using the CPU too, so these numbers are pessimistic."
+            if load[0] >= 0.5 else ".")), "",
     ])
 
 
@@ -119,10 +119,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3, help="measured steps per head (after one warm-up step)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="measured steps per head (after one warm-up step)")
     parser.add_argument("--heads", default=",".join(head_names()), help="comma-separated registered heads")
-    parser.add_argument("--bf16", default="auto", help="training precision: auto (vlaforge.precision), true, false")
-    parser.add_argument("--name", default="train_throughput", help="results file name (e.g. for the other CPU kind)")
+    parser.add_argument("--bf16", default="auto",
+                        help="training precision: auto (vlaforge.precision), true, false")
+    parser.add_argument("--name", default="train_throughput",
+                        help="results file name (e.g. for the other CPU kind)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     from tqdm import tqdm
@@ -140,8 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
     started["precision"] = "/".join(sorted({r["precision"] for r in results}))
     started["torch_threads"] = args.threads  # what the runs used (the trainer sets it for its duration)
     res = {
-        "args": {k: v for k, v in vars(args).items() if k != "out"}, "command": command("train_throughput.py", argv),
-        "policy": f"d_model {pc.d_model}, depth {pc.depth}, vision {list(pc.vision_channels)}, {pc.language_encoder}",
+        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "command": command("train_throughput.py", argv),
+        "policy": (f"d_model {pc.d_model}, depth {pc.depth}, vision {list(pc.vision_channels)}, "
+                   f"{pc.language_encoder}"),
         "heads": results, "machine": started, "load_avg_after": round(os.getloadavg()[0], 2),
     }
     out = Path(args.out)

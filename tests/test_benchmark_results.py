@@ -1,4 +1,5 @@
-"""Every committed benchmark result says where it ran (issue 13): the machine in the JSON, a line under the table."""
+"""Every committed benchmark result says where it ran (issue 13): the machine in the JSON, a line under the
+table."""
 
 import json
 from pathlib import Path
@@ -28,13 +29,8 @@ def test_each_result_names_its_machine(path):
 
 
 def test_the_machine_helper_records_every_field():
-    import sys
+    from vlaforge.benchmarking import machine, machine_line
 
-    sys.path.insert(0, str(RESULTS.parent))
-    try:
-        from _common import machine, machine_line
-    finally:
-        sys.path.remove(str(RESULTS.parent))
     m = machine(precision="fp32")
     assert all(f in m for f in FIELDS) and m["precision"] == "fp32" and "kind" in m
     line = machine_line(m)

@@ -94,16 +94,58 @@ def test_corrupt_dataset(corrupt_dataset, tmp_path):
                               str(tmp_path / "run")])[::2], str(corrupt_dataset))
     _one_error_line(*run_cli(["collect", "--tasks", "drawer-open-v3", "--out", str(corrupt_dataset),
                               "--resume", "--episodes-per-task", "1"])[::2], str(corrupt_dataset))
-    assert json.loads(json.dumps((corrupt_dataset / "meta/info.json").read_text())) == "{ not json"  # untouched
+    assert (json.loads(json.dumps((corrupt_dataset / "meta/info.json").read_text()))
+            == "{ not json")  # untouched
 
 
 def test_the_console_script_prints_one_line(tmp_path):
     """The installed entry point, in a fresh process: no traceback around the message."""
     exe = Path(sys.executable).with_name("vlaforge")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from vlaforge.cli import main; main()"]
-    res = subprocess.run([*cmd, "eval", "--checkpoint", str(tmp_path / "none")], capture_output=True, text=True,
-                         env=dict(os.environ, VLAFORGE_TRACEBACK=""))
+    res = subprocess.run([*cmd, "eval", "--checkpoint", str(tmp_path / "none")], capture_output=True,
+                         text=True, env=dict(os.environ, VLAFORGE_TRACEBACK=""))
     _one_error_line(res.returncode, res.stderr, "not a policy checkpoint")
-    res = subprocess.run([*cmd, "eval", "--checkpoint", str(tmp_path / "none")], capture_output=True, text=True,
-                         env=dict(os.environ, VLAFORGE_TRACEBACK="1"))
+    res = subprocess.run([*cmd, "eval", "--checkpoint", str(tmp_path / "none")], capture_output=True,
+                         text=True, env=dict(os.environ, VLAFORGE_TRACEBACK="1"))
     assert res.returncode == 1 and "Traceback" in res.stderr  # the traceback, on request
+
+
+def test_train_reports_bad_input_through_the_same_mapping(tmp_path):
+    """``vlaforge train`` parses its own flags; its errors still come out as one line and status 2."""
+    _one_error_line(*run_cli(["train", "--preset", "no-such-preset", "--dataset", str(tmp_path),
+                              "--out", str(tmp_path / "run")])[::2], "no-such-preset")
+    _one_error_line(*run_cli(["train", "--preset", "debug", "--dataset", str(tmp_path / "missing"),
+                              "--out", str(tmp_path / "run")])[::2])
+
+
+def test_bench_lists_and_names_the_benchmarks():
+    code, out, err = run_cli(["bench"])
+    root = Path(__file__).resolve().parents[1]
+    names = sorted(p.stem for p in (root / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
+    assert code == 0 and names, err
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert listed == names
+    _one_error_line(*run_cli(["bench", "latenc"])[::2], "latency")  # the did-you-mean names the real one
+
+
+@pytest.mark.parametrize("how", ["script", "bench"])
+def test_a_benchmark_runs_without_path_edits(how):
+    """A benchmark imports what it shares from the library: as a plain script and through
+    ``vlaforge bench``."""
+    root = Path(__file__).resolve().parents[1]
+    if how == "script":
+        cmd = [sys.executable, str(root / "benchmarks" / "safety_stress.py"), "--help"]
+    else:
+        cmd = [sys.executable, "-c", "from vlaforge.cli import main; main()", "bench", "safety_stress",
+               "--help"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=root.parent)
+    assert res.returncode == 0 and "--n" in res.stdout, res.stderr
+
+
+def test_deploy_sim_takes_a_checkpoint_or_a_server(tmp_path):
+    _one_error_line(*run_cli(["deploy-sim", "--task", "drawer-open-v3", "--out", str(tmp_path)])[::2],
+                    "exactly one")
+    _one_error_line(*run_cli(["deploy-sim", "--task", "drawer-open-v3", "--server", "ws://127.0.0.1:1",
+                              "--confidence", "--out", str(tmp_path)])[::2], "need --checkpoint")
+    _one_error_line(*run_cli(["serve", "--checkpoint", str(tmp_path), "--host", "0.0.0.0"])[::2],
+                    "token-file")

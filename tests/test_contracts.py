@@ -91,7 +91,7 @@ def test_the_head_choices_are_the_registry():
 def test_registry_entry_matches_its_class(head):
     from vlaforge.models.heads import head_class
     from vlaforge.models.heads.base import ActionHead
-    from vlaforge.runtime.confidence import METHODS
+    from vlaforge.online.confidence import METHODS
 
     spec = HEADS.get(head)
     assert spec.name == head and spec.doc
@@ -175,7 +175,7 @@ def test_save_load_round_trip_is_bit_identical(tmp_path, head):
 
 @pytest.mark.parametrize("head", HEAD_NAMES)
 def test_confidence_methods_of_the_head(head):
-    from vlaforge.runtime.confidence import METHODS, ConfidenceEstimator, ConfidenceNotSupported
+    from vlaforge.online.confidence import METHODS, ConfidenceEstimator, ConfidenceNotSupported
 
     policy = tiny_policy(head).eval()
     spec = HEADS.get(head)

@@ -22,8 +22,8 @@ def two_arm_policy(head="flow"):
 
 def frame(policy, **kw):
     s = policy.config.image_size
-    obs = {"observation.images.corner": np.full((s, s, 3), 100, np.uint8), "observation.state": np.zeros(4, np.float32),
-           "task": "open the drawer"}
+    obs = {"observation.images.corner": np.full((s, s, 3), 100, np.uint8),
+           "observation.state": np.zeros(4, np.float32), "task": "open the drawer"}
     obs.update(kw)
     return obs
 
@@ -40,8 +40,9 @@ def test_two_embodiments_in_one_batch(head):
         p, d = (4, 4) if e == "sawyer" else (9, 7)
         state[i, :p] = torch.randn(p)
         action[i, :, :d] = torch.randn(h, d)
-    batch = {"observation.images.corner": torch.rand(b, 3, 64, 64), "observation.state": state, "action": action,
-             "action_is_pad": torch.zeros(b, h, dtype=torch.bool), "task": ["go"] * b, "embodiment": embs}
+    batch = {"observation.images.corner": torch.rand(b, 3, 64, 64), "observation.state": state,
+             "action": action, "action_is_pad": torch.zeros(b, h, dtype=torch.bool), "task": ["go"] * b,
+             "embodiment": embs}
     loss, info = policy.compute_loss(batch)
     assert {"loss/sawyer", "loss/panda"} <= set(info)
     loss.backward()
@@ -49,15 +50,16 @@ def test_two_embodiments_in_one_batch(head):
         grads = [p.grad for p in policy.heads[emb].parameters()]
         assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
     assert policy.predict_chunk(frame(policy, embodiment="sawyer")).shape == (h, 4)
-    assert policy.predict_chunk(frame(policy, embodiment="panda", **{"observation.state": np.zeros(9, np.float32)})
-                                ).shape == (h, 7)
+    assert policy.predict_chunk(frame(policy, embodiment="panda",
+                                      **{"observation.state": np.zeros(9, np.float32)})).shape == (h, 7)
 
 
 def test_mixed_batch_rejects_wrong_state_size():
     policy = two_arm_policy()
     batch = {"observation.images.corner": torch.rand(2, 3, 64, 64), "observation.state": torch.ones(2, 9),
              "action": torch.zeros(2, 8, 7), "task": ["a", "b"], "embodiment": ["sawyer", "panda"]}
-    with pytest.raises(ValueError, match=r"observation.state: expected 4 values for embodiment 'sawyer', got 9"):
+    with pytest.raises(ValueError,
+                       match=r"observation.state: expected 4 values for embodiment 'sawyer', got 9"):
         policy.compute_loss(batch)
 
 
@@ -67,8 +69,10 @@ def test_bad_input_errors_name_what_was_expected():
         obs = frame(policy, embodiment="sawyer")
         del obs["observation.images.corner"]
         policy.predict_chunk(obs)
-    with pytest.raises(ValueError, match=r"observation.state: expected shape \(4,\) for embodiment 'sawyer', got \(7,\)"):
-        policy.predict_chunk(frame(policy, embodiment="sawyer", **{"observation.state": np.zeros(7, np.float32)}))
+    with pytest.raises(ValueError, match=r"observation.state: expected shape \(4,\) "
+                                         r"for embodiment 'sawyer', got \(7,\)"):
+        policy.predict_chunk(frame(policy, embodiment="sawyer",
+                                   **{"observation.state": np.zeros(7, np.float32)}))
     with pytest.raises(KeyError, match=r"unknown embodiment 'ur5'; the policy knows \['sawyer', 'panda'\]"):
         policy.predict_chunk(frame(policy, embodiment="ur5"))
     with pytest.raises(KeyError, match=r"embodiment: missing, and the policy has several embodiments"):
@@ -82,8 +86,8 @@ def test_bad_input_errors_name_what_was_expected():
 
 def test_stats_errors():
     cfg = presets.get("tiny")
-    # a zero spread is normal data, handled: constant -> centred with scale 1; q01 = q99 with a min..max range ->
-    # that range; both reported. An explicit floor still floors every spread.
+    # a zero spread is normal data, handled: constant -> centred with scale 1; q01 = q99 with a min..max range
+    # -> that range; both reported. An explicit floor still floors every spread.
     zero = uniform_stats(4, 4)
     zero["action"]["q01"] = [-1, -1, 0.5, 0.2]
     zero["action"]["q99"] = [1, 1, 0.5, 0.2]
@@ -93,8 +97,8 @@ def test_stats_errors():
     assert norm.scale[("sawyer", "action")].tolist() == pytest.approx([1, 1, 1, 0.4])
     assert norm.center[("sawyer", "action")].tolist() == pytest.approx([0, 0, 0.5, 0.2])
     assert norm.notes() == ["sawyer action: dimension(s) [2] constant in the data (2: 0.5): centred, scale 1",
-                            "sawyer action: dimension(s) [3] with q01 = q99 but a nonzero min..max range: scaled "
-                            "by half that range"]
+                            "sawyer action: dimension(s) [3] with q01 = q99 but a nonzero min..max range: "
+                            "scaled by half that range"]
     floored = Policy(cfg.replace(min_spread=1e-3), {"sawyer": zero}).normalizer
     assert floored.scale[("sawyer", "action")][2] == pytest.approx(1e-3) and floored.notes() == []
     nan = uniform_stats(4, 4)
@@ -107,7 +111,8 @@ def test_stats_errors():
     del broken["observation.state"]["q99"]
     with pytest.raises(ValueError, match=r"missing statistic 'q99'"):
         Policy(cfg, {"sawyer": broken})
-    with pytest.raises(ValueError, match=r"stats\['sawyer'\]\['action'\]: expected 4 dimensions \(EmbodimentSpec\), got 7"):
+    with pytest.raises(ValueError, match=r"stats\['sawyer'\]\['action'\]: expected 4 dimensions "
+                                         r"\(EmbodimentSpec\), got 7"):
         Policy(cfg, {"sawyer": uniform_stats(4, 7)})
 
 
@@ -165,7 +170,8 @@ def test_broken_checkpoints_raise_clear_errors(tmp_path):
     t = dict(tensors)
     t["fusion.queries"] = torch.zeros(3, 3)
     save_file(t, str(d / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"tensor 'fusion.queries': expected shape \(8, 64\), got \(3, 3\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"tensor 'fusion.queries': expected shape \(8, 64\), got \(3, 3\)"):
         Policy.load(d)
 
     d = policy.save(tmp_path / "garbage")
@@ -203,7 +209,8 @@ def test_config_validation_and_json_round_trip():
         presets.get("defualt")
 
 
-@pytest.mark.parametrize("size,cameras", [(64, ("corner",)), (128, ("corner", "topview")), (224, ("corner",))])
+@pytest.mark.parametrize("size,cameras", [(64, ("corner",)), (128, ("corner", "topview")),
+                                          (224, ("corner",))])
 def test_any_image_size_and_camera_count(size, cameras):
     policy = Policy(presets.get("tiny").replace(image_size=size, cameras=cameras, head="regression"),
                     {"sawyer": uniform_stats(4, 4)})
@@ -223,11 +230,13 @@ def test_minilm_language_encoder_is_frozen_cached_and_not_saved(tmp_path):
     assert np.array_equal(e[0], e[2]) and not np.allclose(e[0], e[1])
     assert "open the drawer" in MiniLMLanguageEncoder._cache
     policy.save(tmp_path / "c")
-    assert not any("bert" in k or k.startswith("language.") for k in load_file(str(tmp_path / "c/model.safetensors")))
+    assert not any("bert" in k or k.startswith("language.")
+                   for k in load_file(str(tmp_path / "c/model.safetensors")))
     assert Policy.load(tmp_path / "c").predict_chunk(frame(policy)).shape == (8, 4)
 
 
-@pytest.mark.parametrize("opts", [dict(vision_keypoints=8), dict(vision_flat_token=True), dict(vision_coords=True),
+@pytest.mark.parametrize("opts", [dict(vision_keypoints=8), dict(vision_flat_token=True),
+                                  dict(vision_coords=True),
                                   dict(vision_keypoints=4, vision_flat_token=True, vision_coords=True)])
 def test_vision_options_change_the_token_set_and_still_round_trip(tmp_path, opts):
     torch.manual_seed(0)
@@ -240,7 +249,8 @@ def test_vision_options_change_the_token_set_and_still_round_trip(tmp_path, opts
     assert policy._images(batch, 2).shape[1] == plain._images(batch, 2).shape[1] + extra
     # pooled pre-fusion features (the confidence estimator's density input), from the same encode pass
     feats = policy.modality_features(batch)
-    assert {k: tuple(v.shape) for k, v in feats.items()} == {k: (2, f) for k, f in policy.feature_dims().items()}
+    assert ({k: tuple(v.shape) for k, v in feats.items()}
+            == {k: (2, f) for k, f in policy.feature_dims().items()})
     assert policy.feature_dims()["image"] == (1 + extra) * cfg.d_model
     with torch.no_grad():
         cond, embs, same = policy.encode_with_features(batch)
@@ -250,8 +260,8 @@ def test_vision_options_change_the_token_set_and_still_round_trip(tmp_path, opts
     loss.backward()
     assert all(p.grad is not None for p in policy.parameters())
     policy.save(tmp_path / "c")
-    obs = {"observation.images.corner": np.full((64, 64, 3), 7, np.uint8), "observation.state": np.zeros(4, np.float32),
-           "task": "x"}
+    obs = {"observation.images.corner": np.full((64, 64, 3), 7, np.uint8),
+           "observation.state": np.zeros(4, np.float32), "task": "x"}
     assert np.array_equal(Policy.load(tmp_path / "c").predict_chunk(obs), policy.predict_chunk(obs))
 
 

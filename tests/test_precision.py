@@ -28,8 +28,8 @@ def native_bf16(monkeypatch):
 
 
 def test_settings_parse_and_bad_ones_are_named():
-    assert [normalize_setting(v) for v in (True, False, "auto", "TRUE", "off")] == ["true", "false", "auto", "true",
-                                                                                    "false"]
+    assert [normalize_setting(v) for v in (True, False, "auto", "TRUE", "off")] == ["true", "false", "auto",
+                                                                                    "true", "false"]
     with pytest.raises(ValueError, match=r"bf16: expected auto, true or false, got 'maybe'"):
         normalize_setting("maybe")
 
@@ -115,7 +115,7 @@ def test_policy_inference_precision(no_native_bf16):
 
     policy = Policy(presets.get("tiny").replace(head="regression"), {"sawyer": uniform_stats(4, 4)})
     assert policy.set_precision("auto").bf16 is False and policy.inference_precision.name == "fp32"
-    frame = policy._synthetic_frame()
+    frame = policy.example_frame()
     fp32 = policy.predict_chunk(frame)
     with pytest.warns(RuntimeWarning):
         assert policy.set_precision(True).bf16

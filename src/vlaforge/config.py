@@ -63,7 +63,7 @@ class HeadSpec:
     name: str
     cls: str  # "vlaforge.models.heads.<file>:<Class>", an ActionHead subclass whose ``name`` is this name
     doc: str  # one line for --help: what it predicts, how it trains
-    # the ConfidenceEstimator methods that apply to this head (vlaforge.runtime.confidence); "auto": the first
+    # the ConfidenceEstimator methods that apply to this head (vlaforge.online.confidence); "auto": the first
     confidence: tuple[str, ...]
     settings: type | None = None  # its frozen settings dataclass: PolicyConfig.head_settings.<name>
     # format-1 PolicyConfig fields (still read from old checkpoints and the command line) -> settings field
@@ -130,8 +130,8 @@ class EmbodimentSpec:
         for name, lowest in (("state_dim", 1), ("action_dim", 1), ("env_state_dim", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lowest:
-                raise ValueError(f"EmbodimentSpec.{name}: expected a {'positive' if lowest else 'non-negative'} int, "
-                                 f"got {v!r}")
+                raise ValueError(f"EmbodimentSpec.{name}: expected a "
+                                 f"{'positive' if lowest else 'non-negative'} int, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,12 @@ class PolicyConfig:
     # vision: channels of the ResNet stages; the image is downsampled 2x by the stem and by each stage
     vision_channels: tuple[int, ...] = (32, 64, 128, 256)
     vision_max_grid: int = 6  # image tokens per camera: at most vision_max_grid**2 (adaptive pooling)
-    vision_keypoints: int = 0  # spatial-softmax keypoints per camera, given to fusion as one more token; 0: none
-    vision_coords: bool = False  # CoordConv: pixel coordinates as two extra input channels (absolute position)
-    vision_flat_token: bool = False  # one more token per camera: the pooled feature grid flattened (position-aware)
+    # spatial-softmax keypoints per camera, given to fusion as one more token; 0: none
+    vision_keypoints: int = 0
+    # CoordConv: pixel coordinates as two extra input channels (absolute position)
+    vision_coords: bool = False
+    # one more token per camera: the pooled feature grid flattened (position-aware)
+    vision_flat_token: bool = False
     # language
     language_tokens: int = 2  # the sentence embedding is projected to this many tokens
     hash_buckets: int = 4096
@@ -166,8 +169,8 @@ class PolicyConfig:
     head_width: int = 256  # width of the denoiser of the flow / diffusion heads
     head_depth: int = 2  # transformer layers of that denoiser
     # auxiliary loss: predict the (normalized) environment state, object and goal positions, from the fusion
-    # readouts, weighted by this; 0: off. Training only (the policy never reads the environment state): it makes
-    # the image features say where the objects are, which the action loss alone learns slowly.
+    # readouts, weighted by this; 0: off. Training only (the policy never reads the environment state): it
+    # makes the image features say where the objects are, which the action loss alone learns slowly.
     aux_env_weight: float = 0.0
     # with aux_env_weight > 0: predict the environment state before fusion instead, from the image tokens
     # (attention pooling), and give the prediction to the fusion as one more token, next to the state token:
@@ -175,7 +178,8 @@ class PolicyConfig:
     env_token: bool = False
     # normalization
     normalization: Literal["mean_std", "quantile"] = "quantile"
-    # 0: a constant (zero-spread) dimension is centred with scale 1 and reported; > 0: every spread floored here
+    # 0: a constant (zero-spread) dimension is centred with scale 1 and reported; > 0: every spread floored
+    # here
     min_spread: float = 0.0
 
     def __post_init__(self) -> None:
@@ -195,7 +199,8 @@ class PolicyConfig:
 
     def validate(self) -> None:
         def bad(field_name: str, expected: str) -> ValueError:
-            return ValueError(f"PolicyConfig.{field_name}: expected {expected}, got {getattr(self, field_name)!r}")
+            return ValueError(f"PolicyConfig.{field_name}: expected {expected}, "
+                              f"got {getattr(self, field_name)!r}")
 
         if self.head not in HEADS:
             raise bad("head", f"one of {head_names()}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +48,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _unique(path.parent, f".{path.name}.", suffix)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, unlike mkstemp's 0600
+    # the umask applies, unlike mkstemp's 0600
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         fsync_file(tmp)
@@ -88,7 +89,8 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = _unique(directory.parent, f".{directory.name}.tmp-", "")
-    os.mkdir(tmp)  # mode 0777 less the umask, unlike mkdtemp's 0700: a checkpoint others may read stays readable
+    # mode 0777 less the umask, unlike mkdtemp's 0700: a checkpoint others may read stays readable
+    os.mkdir(tmp)
     try:
         yield tmp
         for p in sorted(tmp.rglob("*")):

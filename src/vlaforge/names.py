@@ -99,3 +99,15 @@ class Registry(Generic[T]):
     def doc(self, name: str) -> str:
         """The factory's docstring on one line."""
         return " ".join((self.factory(name).__doc__ or "").split())
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """A package's ``__getattr__`` and ``__all__`` when its public names live in its modules and load on first
+    use (``exports``: name -> module of ``package``), so importing the package stays light."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__, sorted(exports)

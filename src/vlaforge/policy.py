@@ -4,7 +4,8 @@
     loss, info = policy.compute_loss(batch)          # info: plain floats for logging
     chunk = policy.predict_chunk(obs)                # one frame dict -> np.float32 (H, D), physical units
     chunks = policy.sample_chunks(obs, n=8)          # (n, H, D)
-    feats = policy.modality_features(batch)          # {"language", "image", "state"}: pooled pre-fusion (B, F)
+    feats = policy.modality_features(batch)          # {"language", "image", "state"}: pooled pre-fusion
+                                                     # (B, F)
     policy.save(dir)
 
 Normalization is explicit and lives here, outside the model's nn code paths; the statistics are saved
@@ -26,11 +27,17 @@ from torch import nn
 from vlaforge import __version__
 from vlaforge.config import PARAMETER_GROUPS, PolicyConfig
 from vlaforge.fsutil import atomic_dir
-from vlaforge.precision import Precision, resolve_bf16
-from vlaforge.models.encoders import (LANGUAGE_DIM, EnvStateReader, StateEncoder, VisionEncoder, make_language_encoder,
-                                      sincos_2d)
+from vlaforge.models.encoders import (
+    LANGUAGE_DIM,
+    EnvStateReader,
+    StateEncoder,
+    VisionEncoder,
+    make_language_encoder,
+    sincos_2d,
+)
 from vlaforge.models.fusion import Fusion
 from vlaforge.models.heads import make_head
+from vlaforge.precision import Precision, resolve_bf16
 from vlaforge.processing.normalize import Normalizer, as_stats, stats_to_json
 from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
@@ -61,12 +68,14 @@ class Policy(nn.Module):
             if config.aux_env_weight > 0 and spec.env_state_dim:
                 if OBS_ENV_STATE not in self._stats[emb]:
                     raise ValueError(f"stats[{emb!r}]: missing {OBS_ENV_STATE!r}, the auxiliary target "
-                                     f"(aux_env_weight={config.aux_env_weight}, env_state_dim={spec.env_state_dim})")
+                                     f"(aux_env_weight={config.aux_env_weight}, "
+                                     f"env_state_dim={spec.env_state_dim})")
                 checks.append((OBS_ENV_STATE, spec.env_state_dim))
             for key, want in checks:
                 got = self._stats[emb][key]["mean"].shape[0]
                 if got != want:
-                    raise ValueError(f"stats[{emb!r}][{key!r}]: expected {want} dimensions (EmbodimentSpec), got {got}")
+                    raise ValueError(f"stats[{emb!r}][{key!r}]: expected {want} dimensions (EmbodimentSpec), "
+                                     f"got {got}")
         self._stats = {e: self._stats[e] for e in config.embodiments}
         self.normalizer = Normalizer(self._stats, config.normalization, config.min_spread)
         d = config.d_model
@@ -75,28 +84,34 @@ class Policy(nn.Module):
         self.vision = VisionEncoder(config.vision_channels, config.vision_max_grid, config.vision_keypoints,
                                     config.vision_coords)
         self.language = make_language_encoder(config.language_encoder, config.hash_buckets)
-        self.state_encoders = nn.ModuleDict({e: StateEncoder(s.state_dim, d) for e, s in config.embodiments.items()})
+        self.state_encoders = nn.ModuleDict({e: StateEncoder(s.state_dim, d)
+                                             for e, s in config.embodiments.items()})
         # projections and tokens into the fusion width (parameter group: fusion)
         self.vision_proj = nn.Linear(self.vision.out_channels, d)
         self.keypoint_proj = nn.Linear(2 * config.vision_keypoints, d) if config.vision_keypoints else None
-        # a token that knows where things are without attention having to learn it: the pooled grid, flattened
+        # a token that knows where things are without attention having to learn it: the pooled grid,
+        # flattened
         grid = config.image_size
         for _ in config.vision_channels:  # the stem and every stage halve the size (rounding up)
             grid = (grid + 1) // 2
         grid = min(grid, config.vision_max_grid)
-        self.flat_proj = (nn.Linear(self.vision.out_channels * grid * grid, d) if config.vision_flat_token else None)
+        self.flat_proj = (nn.Linear(self.vision.out_channels * grid * grid, d) if config.vision_flat_token
+                          else None)
         self.camera_embed = nn.Parameter(torch.randn(len(config.cameras), d) * 0.02)
         self.language_proj = nn.Sequential(nn.Linear(LANGUAGE_DIM, d), nn.GELU(),
                                            nn.Linear(d, d * config.language_tokens))
-        self.embodiment_embed = nn.ParameterDict({e: nn.Parameter(torch.randn(d) * 0.02) for e in config.embodiments})
-        self.fusion = Fusion(d, config.depth, config.heads, config.chunk_size, config.mlp_ratio, config.dropout)
+        self.embodiment_embed = nn.ParameterDict({e: nn.Parameter(torch.randn(d) * 0.02)
+                                                  for e in config.embodiments})
+        self.fusion = Fusion(d, config.depth, config.heads, config.chunk_size, config.mlp_ratio,
+                             config.dropout)
         # one head per embodiment (parameter group: heads)
         self.heads = nn.ModuleDict()
         for e, s in config.embodiments.items():
             low, high = self.normalizer.normalized_range(self._stats, e, ACTION)
             self.heads[e] = make_head(config.head, d, config.chunk_size, s.action_dim, low, high, config)
-        # auxiliary heads (parameter group: heads): fusion readouts -> environment state, a training signal only;
-        # with env_token, readers before fusion (parameter group: fusion) whose prediction is also a fusion token
+        # auxiliary heads (parameter group: heads): fusion readouts -> environment state, a training signal
+        # only; with env_token, readers before fusion (parameter group: fusion) whose prediction is also a
+        # fusion token
         aux = {e: s.env_state_dim for e, s in config.embodiments.items()
                if config.aux_env_weight > 0 and s.env_state_dim > 0}
         self.aux_heads = nn.ModuleDict({} if config.env_token else {
@@ -107,11 +122,12 @@ class Policy(nn.Module):
         # inference precision (predict_chunk, sample_chunks); fp32 until set_precision chooses
         self.inference_precision = Precision(False, "false", "fp32 until set_precision() chooses")
 
-    # -- properties --------------------------------------------------------------------------------------------
+    # -- properties ------------------------------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, dict[str, dict[str, np.ndarray]]]:
         """The normalization statistics, ``{embodiment: {key: {stat: float32 array}}}`` (copies)."""
-        return {e: {k: {n: v.copy() for n, v in s.items()} for k, s in ks.items()} for e, ks in self._stats.items()}
+        return {e: {k: {n: v.copy() for n, v in s.items()} for k, s in ks.items()}
+                for e, ks in self._stats.items()}
 
     @property
     def device(self) -> torch.device:
@@ -122,7 +138,8 @@ class Policy(nn.Module):
         return list(self.config.embodiments)
 
     def parameter_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Parameters by training unit: vision, language, state, fusion (incl. projections and tokens), heads."""
+        """Parameters by training unit: vision, language, state, fusion (incl. projections and tokens),
+        heads."""
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in PARAMETER_GROUPS}
         for name, p in self.named_parameters():
             top = name.split(".", 1)[0]
@@ -131,7 +148,7 @@ class Policy(nn.Module):
             groups[group].append((name, p))
         return groups
 
-    # -- conditioning ------------------------------------------------------------------------------------------
+    # -- conditioning ----------------------------------------------------------------------------------------
     def _image_pos(self, n_tokens: int, device: torch.device) -> torch.Tensor:
         key = (n_tokens, device)
         if key not in self._pos_cache:
@@ -144,8 +161,8 @@ class Policy(nn.Module):
         key = image_key(cam)
         if key not in data:
             present = sorted(k for k in data if k.startswith("observation.images."))
-            raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras {list(self.config.cameras)},"
-                           f" the {what} has {present}")
+            raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras "
+                           f"{list(self.config.cameras)}, the {what} has {present}")
         return key
 
     def _images(self, batch: Mapping[str, Any], b: int) -> torch.Tensor:
@@ -202,7 +219,8 @@ class Policy(nn.Module):
         embs = batch.get(EMBODIMENT)
         if embs is None:
             if len(self.config.embodiments) != 1:
-                raise KeyError(f"{EMBODIMENT}: missing, and the policy has several embodiments {self.embodiments}")
+                raise KeyError(f"{EMBODIMENT}: missing, and the policy has several embodiments "
+                               f"{self.embodiments}")
             embs = [self.embodiments[0]] * b
         embs = [embs] * b if isinstance(embs, str) else list(embs)
         self._check_embodiments(embs)
@@ -222,7 +240,8 @@ class Policy(nn.Module):
         lang_tok = self.language_proj(lang).view(b, self.config.language_tokens, d)
         img_tok = self._images(batch, b)
         tokens = {"embodiment": emb_tok, "language": lang_tok, "image": img_tok, "state": state_tok}
-        if self.env_readers:  # one more token per row: its predicted environment state (zeros: none for its robot)
+        # one more token per row: its predicted environment state (zeros: none for its robot)
+        if self.env_readers:
             env_tok = torch.zeros(b, 1, d, device=self.device, dtype=img_tok.dtype)
             for e, ix in self._groups(embs).items():
                 if e in self.env_readers:
@@ -242,7 +261,8 @@ class Policy(nn.Module):
         return int(self.flat_proj is not None) + int(self.keypoint_proj is not None)
 
     def _pooled(self, tokens: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Fusion input tokens -> one pre-fusion feature vector per modality and row (``modality_features``)."""
+        """Fusion input tokens -> one pre-fusion feature vector per modality and row
+        (``modality_features``)."""
         b = tokens["state"].shape[0]
         cams, extra = len(self.config.cameras), self._extra_image_tokens
         img = tokens["image"].view(b, cams, -1, self.config.d_model)  # (B, cams, N + extra, d)
@@ -254,8 +274,8 @@ class Policy(nn.Module):
     def feature_dims(self) -> dict[str, int]:
         """The width F of each ``modality_features`` entry."""
         d, extra = self.config.d_model, self._extra_image_tokens
-        return {"language": self.config.language_tokens * d, "image": len(self.config.cameras) * (1 + extra) * d,
-                "state": d}
+        return {"language": self.config.language_tokens * d,
+                "image": len(self.config.cameras) * (1 + extra) * d, "state": d}
 
     def encode(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[str]]:
         """A batch -> fusion readouts (B, H, d) and the embodiment of each row."""
@@ -272,20 +292,21 @@ class Policy(nn.Module):
         """A batch -> pooled pre-fusion features per modality, each (B, F) (widths: ``feature_dims()``):
 
         * ``language``: the projected instruction tokens, flattened (L * d);
-        * ``image``: per camera, the mean of its grid tokens followed by its flat-grid and keypoint tokens when
-          the config has them, cameras concatenated (cameras * (1 + extra) * d);
+        * ``image``: per camera, the mean of its grid tokens followed by its flat-grid and keypoint tokens
+          when the config has them, cameras concatenated (cameras * (1 + extra) * d);
         * ``state``: the state token (d), from the row's embodiment's state encoder.
 
         The fusion transformer does not run. Used by the confidence estimator's density component."""
         return self._pooled(self._tokens(batch)[0])
 
-    # -- training ----------------------------------------------------------------------------------------------
+    # -- training --------------------------------------------------------------------------------------------
     def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean loss over the batch (each embodiment's head on its own rows) and plain-float info for logging.
+        """Mean loss over the batch (each embodiment's head on its own rows) and plain-float info for
+        logging.
 
-        With ``aux_env_weight`` > 0 and ``observation.environment_state`` in the batch, the loss adds that weight
-        times the mean squared error of the auxiliary head's prediction of the normalized environment state
-        (info ``aux_env/<embodiment>``); ``loss/<embodiment>`` is the action loss alone."""
+        With ``aux_env_weight`` > 0 and ``observation.environment_state`` in the batch, the loss adds that
+        weight times the mean squared error of the auxiliary head's prediction of the normalized environment
+        state (info ``aux_env/<embodiment>``); ``loss/<embodiment>`` is the action loss alone."""
         if ACTION not in batch:
             raise KeyError(f"{ACTION}: missing from the batch; got keys {sorted(batch)}")
         tokens, embs = self._tokens(batch)
@@ -295,8 +316,8 @@ class Policy(nn.Module):
         if actions.ndim != 3 or actions.shape[:2] != (b, h):
             raise ValueError(f"{ACTION}: expected shape ({b}, {h}, D), got {tuple(actions.shape)}")
         pad = batch.get(ACTION_IS_PAD)
-        pad = torch.zeros(b, h, dtype=torch.bool, device=self.device) if pad is None else torch.as_tensor(pad).to(
-            self.device, torch.bool)
+        pad = (torch.zeros(b, h, dtype=torch.bool, device=self.device) if pad is None
+               else torch.as_tensor(pad).to(self.device, torch.bool))
         if pad.shape != (b, h):
             raise ValueError(f"{ACTION_IS_PAD}: expected shape ({b}, {h}), got {tuple(pad.shape)}")
         total = cond.new_zeros(())
@@ -305,12 +326,14 @@ class Policy(nn.Module):
             dim = self.config.embodiments[e].action_dim
             a = actions[ix]
             if a.shape[2] < dim:
-                raise ValueError(f"{ACTION}: expected {dim} dimensions for embodiment {e!r}, got {a.shape[2]}")
+                raise ValueError(f"{ACTION}: expected {dim} dimensions for embodiment {e!r}, "
+                                 f"got {a.shape[2]}")
             a = self.normalizer.normalize(a[..., :dim], e, ACTION)
             loss_e = self.heads[e].loss(cond[ix], a, pad[ix])
             info[f"loss/{e}"] = float(loss_e.detach())
             if (e in self.aux_heads or e in self.env_readers) and OBS_ENV_STATE in batch:
-                pred = tokens.get("env_pred/" + e)  # made before fusion (env_token), or read from the readouts
+                # made before fusion (env_token), or read from the readouts
+                pred = tokens.get("env_pred/" + e)
                 pred = self.aux_heads[e](cond[ix].mean(1)) if pred is None else pred  # (b_e, E)
                 aux = self._aux_env_loss(pred, torch.as_tensor(batch[OBS_ENV_STATE])[ix.cpu()], e)
                 info[f"aux_env/{e}"] = float(aux.detach())
@@ -324,17 +347,19 @@ class Policy(nn.Module):
         dim = self.config.embodiments[e].env_state_dim
         env = env.to(self.device, torch.float32)
         if env.ndim != 2 or env.shape[1] < dim:
-            raise ValueError(f"{OBS_ENV_STATE}: expected shape (B, {dim}) for embodiment {e!r}, got {tuple(env.shape)}")
+            raise ValueError(f"{OBS_ENV_STATE}: expected shape (B, {dim}) for embodiment {e!r}, "
+                             f"got {tuple(env.shape)}")
         target = self.normalizer.normalize(env[:, :dim], e, OBS_ENV_STATE)
         return torch.nn.functional.mse_loss(pred.float(), target)
 
-    # -- inference ---------------------------------------------------------------------------------------------
+    # -- inference -------------------------------------------------------------------------------------------
     def frame_to_batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:
         """One frame dict (images uint8 (H, W, 3), state (P,)) -> a batch of one, validated."""
         emb = obs.get(EMBODIMENT)
         if emb is None:
             if len(self.config.embodiments) != 1:
-                raise KeyError(f"{EMBODIMENT}: missing, and the policy has several embodiments {self.embodiments}")
+                raise KeyError(f"{EMBODIMENT}: missing, and the policy has several embodiments "
+                               f"{self.embodiments}")
             emb = self.embodiments[0]
         self._check_embodiments([emb])
         p = self.config.embodiments[emb].state_dim
@@ -357,14 +382,15 @@ class Policy(nn.Module):
         return batch
 
     def set_precision(self, bf16: Any = "auto", warn: bool = True) -> Precision:
-        """Choose bf16 autocast for inference (``vlaforge.precision.resolve_bf16``): ``"auto"`` takes bf16 only
-        where this machine runs it natively and a timed ``predict_chunk`` on a synthetic frame is faster (timings
-        remembered per machine and config); ``True`` / ``False`` as asked. Returns the choice (log its
-        ``describe()``). Autocast applies inside ``sample_chunks_batch``, so it holds in any thread. ``warn``: the
-        warning for an explicit True on a CPU without native bf16."""
-        def probe(use_bf16: bool) -> None:  # its own generator: whether it runs must not move torch's global one
+        """Choose bf16 autocast for inference (``vlaforge.precision.resolve_bf16``): ``"auto"`` takes bf16
+        only where this machine runs it natively and a timed ``predict_chunk`` on a synthetic frame is faster
+        (timings remembered per machine and config); ``True`` / ``False`` as asked. Returns the choice (log
+        its ``describe()``). Autocast applies inside ``sample_chunks_batch``, so it holds in any thread.
+        ``warn``: the warning for an explicit True on a CPU without native bf16."""
+        # its own generator: whether it runs must not move torch's global one
+        def probe(use_bf16: bool) -> None:
             self.inference_precision = Precision(use_bf16, "probe", "")
-            self.predict_chunk(self._synthetic_frame(), generator=torch.Generator(self.device).manual_seed(0))
+            self.predict_chunk(self.example_frame(), generator=torch.Generator(self.device).manual_seed(0))
 
         key = f"infer|{self.device}|" + json.dumps(self.config.to_dict(), sort_keys=True)
         before = self.inference_precision
@@ -375,14 +401,16 @@ class Policy(nn.Module):
         self.inference_precision = choice
         return choice
 
-    def _synthetic_frame(self) -> dict[str, Any]:
+    def example_frame(self) -> dict[str, Any]:
+        """A valid frame of zeros for the first embodiment (warm-ups, probes, tests)."""
         emb, spec = next(iter(self.config.embodiments.items()))
         s = self.config.image_size
         frame: dict[str, Any] = {image_key(c): np.zeros((s, s, 3), np.uint8) for c in self.config.cameras}
         return frame | {OBS_STATE: np.zeros(spec.state_dim, np.float32), TASK: "probe", EMBODIMENT: emb}
 
     @torch.inference_mode()
-    def sample_chunks_batch(self, batch: Mapping[str, Any], n: int = 1, generator: torch.Generator | None = None,
+    def sample_chunks_batch(self, batch: Mapping[str, Any], n: int = 1,
+                            generator: torch.Generator | None = None,
                             deterministic: bool = False) -> list[np.ndarray]:
         """A batch -> per row an (n, H, D) float32 array in physical units (rows may differ in D)."""
         was_training = self.training
@@ -407,20 +435,43 @@ class Policy(nn.Module):
         """One frame dict -> np.float32 (H, D) in physical units: the chunk to execute."""
         return self.sample_chunks_batch(self.frame_to_batch(obs), 1, generator, deterministic=True)[0][0]
 
-    def sample_chunks(self, obs: Mapping[str, Any], n: int = 8, generator: torch.Generator | None = None) -> np.ndarray:
-        """One frame dict -> (n, H, D): n independent samples in one batched call (identical for regression)."""
+    def predict_chunks(self, frames: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        """Several frames (any embodiments and instructions) in one forward pass -> one (H, D) chunk each,
+        what ``predict_chunk`` gives for each frame alone (up to float rounding): the policy server's
+        batching."""
+        if not frames:
+            return []
+        batches = [self.frame_to_batch(f) for f in frames]
+        batch: dict[str, Any] = {}
+        for key, first in batches[0].items():
+            if isinstance(first, list):
+                batch[key] = [x for b in batches for x in b[key]]
+            elif key == OBS_STATE:  # robots of different state sizes: zero-padded, each row read to
+                                    # its own size
+                width = max(b[key].shape[-1] for b in batches)
+                batch[key] = torch.cat([torch.nn.functional.pad(b[key], (0, width - b[key].shape[-1]))
+                                        for b in batches])
+            else:
+                batch[key] = torch.cat([b[key] for b in batches])
+        return [x[0] for x in self.sample_chunks_batch(batch, 1, deterministic=True)]
+
+    def sample_chunks(self, obs: Mapping[str, Any], n: int = 8,
+                      generator: torch.Generator | None = None) -> np.ndarray:
+        """One frame dict -> (n, H, D): n independent samples in one batched call (identical for
+        regression)."""
         if n < 1:
             raise ValueError(f"n: expected a positive int, got {n}")
         return self.sample_chunks_batch(self.frame_to_batch(obs), n, generator)[0]
 
-    # -- save / load -------------------------------------------------------------------------------------------
+    # -- save / load -----------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
         """Write config.json, model.safetensors and norm_stats.json atomically (temp dir, then rename)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
         with atomic_dir(directory) as tmp:
-            meta = {"format_version": FORMAT_VERSION, "vlaforge_version": __version__, "policy": self.config.to_dict()}
+            meta = {"format_version": FORMAT_VERSION, "vlaforge_version": __version__,
+                    "policy": self.config.to_dict()}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
             (tmp / STATS_FILE).write_text(json.dumps(stats_to_json(self._stats), indent=2))
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -458,7 +509,8 @@ class Policy(nn.Module):
         try:
             tensors = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
         except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{directory / WEIGHTS_FILE}: not a readable safetensors file ({e})") from None
+            raise CheckpointError(f"{directory / WEIGHTS_FILE}: not a readable safetensors file "
+                                  f"({e})") from None
         policy.load_weights(tensors, source=str(directory / WEIGHTS_FILE))
         return policy.to(map_location)
 

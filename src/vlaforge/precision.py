@@ -2,20 +2,20 @@
 
     p = resolve_bf16("auto", device, probe=lambda bf16: one_step_seconds(bf16))
     with p.autocast(device.type): ...
-    log(p.describe())         # "precision: fp32 (bf16=auto: torch CPU capability AVX2, no native bf16 kernels)"
+    log(p.describe())  # "precision: fp32 (bf16=auto: torch CPU capability AVX2, no native bf16 kernels)"
 
 ``bf16`` settings (training, evaluation, the runtime and the latency benchmark take the same three):
 
-- ``"auto"`` (the default): on CUDA, bf16 where the GPU supports it. On a CPU, bf16 only where the CPU has native
-  bf16 instructions (AVX512-BF16 or AMX) that torch actually uses, and, when a ``probe`` is given, only where
-  timing a few passes of each shows bf16 at least ``MIN_GAIN`` faster; fp32 otherwise.
+- ``"auto"`` (the default): on CUDA, bf16 where the GPU supports it. On a CPU, bf16 only where the CPU has
+  native bf16 instructions (AVX512-BF16 or AMX) that torch actually uses, and, when a ``probe`` is given, only
+  where timing a few passes of each shows bf16 at least ``MIN_GAIN`` faster; fp32 otherwise.
 - ``True``: bf16 autocast. On a CPU without native bf16 it still runs, with a warning: it is about 10x slower
   there (a training step of the demo policy took 13.5 s against 1.07 s in fp32 on a 2-core AVX2 machine).
 - ``False``: fp32.
 
-Why capability and not a flag: on CPUs without native bf16 every bf16 convolution and matmul is emulated, which
-is an order of magnitude slower than fp32; where bf16 is native the gain depends on the model and the machine
-(measured from nothing to 3x), hence the probe.
+Why capability and not a flag: on CPUs without native bf16 every bf16 convolution and matmul is emulated,
+which is an order of magnitude slower than fp32; where bf16 is native the gain depends on the model and the
+machine (measured from nothing to 3x), hence the probe.
 
 The slow machine on a fast one: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` make torch and oneDNN use
 only AVX2 kernels (docs/machines.md); both are read here, so "auto" picks fp32 under that emulation as it
@@ -39,10 +39,10 @@ BF16Setting = Union[bool, Literal["auto"]]
 MIN_GAIN = 0.10
 #: oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) under which bf16 convolutions and matmuls still run natively
 _ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
-                     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
-                     "ALL", "DEFAULT")
-SLOW_BF16_NOTE = ("about 10x slower than fp32 there (a demo training step: 13.5 s against 1.07 s on a 2-core AVX2 "
-                  "CPU)")
+                     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512",
+                     "AVX10_2_512_AMX_2", "ALL", "DEFAULT")
+SLOW_BF16_NOTE = ("about 10x slower than fp32 there (a demo training step: 13.5 s against 1.07 s on a 2-core "
+                  "AVX2 CPU)")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ class Precision:
 
 
 def normalize_setting(value: Any) -> str:
-    """``True``/``False``/``"auto"`` (and their spellings from the command line) -> "true" | "false" | "auto"."""
+    """``True``/``False``/``"auto"`` (and their spellings from the command line) -> "true" | "false" |
+    "auto"."""
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value).strip().lower()
@@ -89,7 +90,8 @@ def cpu_bf16_support() -> tuple[bool, str]:
     """(native, reason): whether torch on this CPU runs bf16 with native instructions."""
     import torch
 
-    cap = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ... (honours ATEN_CPU_CAPABILITY)
+    # "AVX512", "AVX2", "DEFAULT", ... (honours ATEN_CPU_CAPABILITY)
+    cap = torch.backends.cpu.get_cpu_capability()
     has_isa = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
                    or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     if not has_isa:
@@ -114,7 +116,8 @@ def machine_info() -> dict[str, Any]:
             "bf16_native": native, "bf16_note": why, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(),
-            "emulation": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}}
+            "emulation": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+                          if k in os.environ}}
 
 
 def machine_kind(info: dict[str, Any] | None = None) -> str:
@@ -123,14 +126,16 @@ def machine_kind(info: dict[str, Any] | None = None) -> str:
     m = info or machine_info()
     kind = f"{m['cpu_capability']}, {'native bf16' if m['bf16_native'] else 'no native bf16'}"
     if m.get("emulation"):
-        kind += " (emulated on " + m["cpu_model"] + ": " + " ".join(f"{k}={v}" for k, v in m["emulation"].items()) + ")"
+        kind += (" (emulated on " + m["cpu_model"] + ": "
+                 + " ".join(f"{k}={v}" for k, v in m["emulation"].items()) + ")")
     return kind
 
 
 def describe_machine(info: dict[str, Any] | None = None) -> str:
     """One line for logs and result tables: CPU model, capability, bf16, threads, torch."""
     m = info or machine_info()
-    return (f"{m['cpu_model']}, {m['cpu_count']} CPUs; torch {m['torch']}, CPU capability {m['cpu_capability']}, "
+    return (f"{m['cpu_model']}, {m['cpu_count']} CPUs; torch {m['torch']}, "
+            f"CPU capability {m['cpu_capability']}, "
             f"bf16 native {'yes' if m['bf16_native'] else 'no'}, {m['torch_threads']} threads"
             + (f"; emulating a slower CPU with {' '.join(f'{k}={v}' for k, v in m['emulation'].items())}"
                if m.get("emulation") else ""))
@@ -171,9 +176,9 @@ def cache_dir() -> Path:
 
 
 def _probe_cache_key(probe_key: str) -> str:
-    import torch
-
     import hashlib
+
+    import torch
 
     m = machine_info()
     text = "|".join([m["cpu_model"], m["cpu_capability"], json.dumps(m["emulation"], sort_keys=True),
@@ -182,8 +187,9 @@ def _probe_cache_key(probe_key: str) -> str:
 
 
 def _cached_probe(probe: Callable[[bool], None], probe_key: str | None) -> tuple[dict[str, float], bool]:
-    """(timings, from_cache): a probe's timings, measured once per machine and workload (``probe_key``) and then
-    read back, so repeated runs on one machine make the same choice (timing noise would otherwise flip it)."""
+    """(timings, from_cache): a probe's timings, measured once per machine and workload (``probe_key``) and
+    then read back, so repeated runs on one machine make the same choice (timing noise would otherwise flip
+    it)."""
     if probe_key is None:
         return time_probe(probe), False
     path = cache_dir() / "precision.json"
@@ -225,7 +231,8 @@ def resolve_bf16(setting: Any, device_type: str = "cpu", probe: Callable[[bool],
 
         ok = torch.cuda.is_bf16_supported()
         if requested == "true":
-            return Precision(True, requested, "bf16 as asked" + ("" if ok else " (this GPU has no native bf16)"))
+            return Precision(True, requested,
+                             "bf16 as asked" + ("" if ok else " (this GPU has no native bf16)"))
         return Precision(ok, requested, "the GPU supports bf16" if ok else "the GPU has no native bf16")
     native, why = cpu_bf16_support()
     if requested == "true":
@@ -239,7 +246,7 @@ def resolve_bf16(setting: Any, device_type: str = "cpu", probe: Callable[[bool],
         return Precision(True, requested, why)
     ms, cached = _cached_probe(probe, probe_key)
     faster = ms["bf16"] <= (1 - MIN_GAIN) * ms["fp32"]
-    verdict = (f"{why}; {'remembered' if cached else 'timed'} bf16 {ms['bf16']:.0f} ms vs fp32 {ms['fp32']:.0f} "
-               f"ms per pass: "
+    verdict = (f"{why}; {'remembered' if cached else 'timed'} bf16 {ms['bf16']:.0f} ms "
+               f"vs fp32 {ms['fp32']:.0f} ms per pass: "
                + ("bf16 is faster" if faster else f"bf16 is not {MIN_GAIN:.0%} faster, fp32 kept"))
     return Precision(faster, requested, verdict, {k: round(v, 2) for k, v in ms.items()})

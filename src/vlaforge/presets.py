@@ -31,9 +31,9 @@ def default() -> PolicyConfig:
 
 @register("demo")
 def demo() -> PolicyConfig:
-    """The benchmark policy (MT10, grounding; the demo's until 2026-12): 96 px corner camera, MiniLM instructions,
-    a narrower fusion transformer over 4x4 image tokens plus a spatial-softmax keypoint token. One batch-64
-    training step of it is the reference workload of the step probe that compares machines."""
+    """The benchmark policy (MT10, grounding; the demo's until 2026-12): 96 px corner camera, MiniLM
+    instructions, a narrower fusion transformer over 4x4 image tokens plus a spatial-softmax keypoint token.
+    One batch-64 training step of it is the reference workload of the step probe that compares machines."""
     return PolicyConfig(head="regression", d_model=192, depth=4, heads=4, vision_max_grid=4, head_width=192,
                         vision_keypoints=32)
 
@@ -41,7 +41,7 @@ def demo() -> PolicyConfig:
 @register("compact")
 def compact() -> PolicyConfig:
     """The ``make demo`` policy: ``demo`` at 64 px with half the ResNet width (16-128 channels) and a 128-wide
-    fusion transformer with 2x MLPs; 1.0 M parameters, a batch-64 training step ~4x cheaper than ``demo`` (0.24-0.28
-    against 0.95-1.03 s in fp32 on a 2-core AVX2 CPU, benchmarks/results/demo_search.md)."""
+    fusion transformer with 2x MLPs; 1.0 M parameters, a batch-64 training step ~4x cheaper than ``demo``
+    (0.24-0.28 against 0.95-1.03 s in fp32 on a 2-core AVX2 CPU, benchmarks/results/demo_search.md)."""
     return demo().replace(image_size=64, vision_channels=(16, 32, 64, 128), d_model=128, head_width=128,
                           mlp_ratio=2.0)

@@ -34,8 +34,8 @@ def make_frame(color: str, image_size: int, rng: np.random.Generator) -> np.ndar
     return img
 
 
-def make_batch(n: int, chunk_size: int, action_dim: int, state_dim: int, image_size: int, rng: np.random.Generator,
-               camera: str = "corner", embodiment: str = "sawyer") -> dict:
+def make_batch(n: int, chunk_size: int, action_dim: int, state_dim: int, image_size: int,
+               rng: np.random.Generator, camera: str = "corner", embodiment: str = "sawyer") -> dict:
     """A training batch in the DESIGN batch layout (numpy arrays; float images in [0, 1])."""
     colors = rng.choice(list(COLORS), size=n)
     instr = rng.choice(INSTRUCTIONS, size=n)
@@ -52,7 +52,8 @@ def make_batch(n: int, chunk_size: int, action_dim: int, state_dim: int, image_s
 
 def stats_for(chunk_size: int, action_dim: int, state_dim: int) -> dict:
     """Statistics of the synthetic data, in the policy's stats format."""
-    acts = np.concatenate([case_trajectory(c, s, chunk_size, action_dim) for c in COLORS for s in INSTRUCTIONS])
+    acts = np.concatenate([case_trajectory(c, s, chunk_size, action_dim)
+                           for c in COLORS for s in INSTRUCTIONS])
 
     def summary(x: np.ndarray) -> dict:
         return {"mean": x.mean(0), "std": x.std(0), "min": x.min(0), "max": x.max(0),

@@ -12,8 +12,8 @@ Frame and batch keys follow LeRobot's names so datasets and habits carry over.
 | ``action_is_pad``              | bool (H,)                 | bool (B, H)                  |
 | ``observation.environment_state`` | float32 (E,), optional | (B, E)                       |
 
-``observation.environment_state`` is what a simulator knows and a camera does not say directly (object and goal
-positions). It is recorded when the simulator gives it and used only as an auxiliary training target
+``observation.environment_state`` is what a simulator knows and a camera does not say directly (object and
+goal positions). It is recorded when the simulator gives it and used only as an auxiliary training target
 (``PolicyConfig.aux_env_weight``); a policy never reads it at inference, so a real robot need not provide it.
 
 Actions and states are in physical units outside the policy; normalization happens inside

@@ -35,7 +35,8 @@ def write_episodes(
     pack_every: int = 50,
     fps: int = 10,
 ) -> dict:
-    """Record episodes of the given lengths; returns what was written (per-frame arrays, per-episode lists)."""
+    """Record episodes of the given lengths; returns what was written
+    (per-frame arrays, per-episode lists)."""
     rng = np.random.default_rng(seed)
     tasks = tasks or [f"task-{i % 2}" for i in range(len(lengths))]
     out = {"state": [], "action": [], "images": {c: [] for c in cameras}, "episode": []}

@@ -98,7 +98,8 @@ def test_layout_matches_lerobot_v30(small_dataset):
 
 
 def test_reads_a_dataset_lerobot_recorded(tmp_path):
-    """Fixture recorded by LeRobot 0.4.4 (AV1 video); expected items are what LeRobotDataset returned for it."""
+    """Fixture recorded by LeRobot 0.4.4 (AV1 video); expected items are what LeRobotDataset returned for
+    it."""
     root = tmp_path / "lr"
     shutil.copytree(FIXTURE / "lerobot_v30_tiny", root)
     expected = np.load(FIXTURE / "lerobot_v30_tiny_expected.npz")
@@ -119,7 +120,7 @@ def test_reads_a_dataset_lerobot_recorded(tmp_path):
     assert [it["task"] for it in items] == list(expected["task"])
 
 
-# ---------------------------------------------------------------------------------------------- broken datasets
+# -------------------------------------------------------------------------------------------- broken datasets
 
 
 def _broken(tmp_path, name) -> Path:

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from vlaforge.evaluation.metrics import EpisodeResult, episode_from_trace, mean_squared_jerk, summarize, wilson_interval
+from vlaforge.evaluation.metrics import (
+    EpisodeResult,
+    episode_from_trace,
+    mean_squared_jerk,
+    summarize,
+    wilson_interval,
+)
 
 
 def test_success_is_any_step_and_steps_to_success_is_first_hit():
@@ -38,8 +44,8 @@ def test_summary_per_task_and_overall_is_mean_of_task_rates():
     eps = [EpisodeResult("a", s, success=ok, steps=10, steps_to_success=5 if ok else None, jerk=1.0,
                          chunk_latency_ms=[2.0, 4.0], policy_calls=2, control_s=0.1)
            for s, ok in enumerate([True, True, True, False])]
-    eps += [EpisodeResult("b", s, success=False, steps=20, steps_to_success=None, jerk=3.0, chunk_latency_ms=[10.0],
-                          policy_calls=5, control_s=0.2) for s in range(2)]
+    eps += [EpisodeResult("b", s, success=False, steps=20, steps_to_success=None, jerk=3.0,
+                          chunk_latency_ms=[10.0], policy_calls=5, control_s=0.2) for s in range(2)]
     out = summarize(eps)
     a, b = out["tasks"]["a"], out["tasks"]["b"]
     assert a["success_rate"] == 0.75 and a["successes"] == 3 and a["failed_seeds"] == [3]

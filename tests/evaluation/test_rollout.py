@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,8 +22,10 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_short_rollout_writes_every_metric_and_file(tiny_checkpoint, tmp_path):
     out = tmp_path / "eval"
-    res = evaluate(EvalConfig(checkpoint=str(tiny_checkpoint), tasks=("drawer-open-v3", "button-press-topdown-v3"),
-                              episodes=2, seed=1000, max_steps=12, out=str(out), execute_steps=3), progress=False)
+    res = evaluate(EvalConfig(checkpoint=str(tiny_checkpoint),
+                              tasks=("drawer-open-v3", "button-press-topdown-v3"),
+                              episodes=2, seed=1000, max_steps=12, out=str(out), execute_steps=3),
+                   progress=False)
     for f in ("results.json", "report.md", "report.html", "success.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     saved = json.loads((out / "results.json").read_text())
@@ -32,8 +33,8 @@ def test_short_rollout_writes_every_metric_and_file(tiny_checkpoint, tmp_path):
     for task in ("drawer-open-v3", "button-press-topdown-v3"):
         t = saved["tasks"][task]
         assert t["episodes"] == 2 and t["seeds"] == [1000, 1001]
-        for key in ("success_rate", "ci95", "mean_squared_jerk", "chunk_latency_ms_p50", "chunk_latency_ms_p99",
-                    "control_steps_per_s", "policy_calls_per_step"):
+        for key in ("success_rate", "ci95", "mean_squared_jerk", "chunk_latency_ms_p50",
+                    "chunk_latency_ms_p99", "control_steps_per_s", "policy_calls_per_step"):
             assert t[key] is not None, key
         # 12 steps, 3 actions per chunk -> 4 policy calls per episode
         assert t["policy_calls_per_step"] == pytest.approx(4 / 12, abs=1e-4)
@@ -90,13 +91,14 @@ def test_checkpoint_for_another_camera_or_embodiment_is_a_clear_error(tmp_path):
     big = tmp_path / "big"
     Policy(presets.get("tiny").replace(embodiments={"sawyer": EmbodimentSpec(7, 4)}),
            {"sawyer": uniform_stats(7, 4)}).save(big)
-    with pytest.raises(IncompatibleCheckpoint, match=r"state 4 / action 4, the checkpoint expects state 7 / action 4"):
+    with pytest.raises(IncompatibleCheckpoint,
+                       match=r"state 4 / action 4, the checkpoint expects state 7 / action 4"):
         evaluate(EvalConfig(checkpoint=str(big), tasks=("drawer-open-v3",), episodes=1), progress=False)
 
 
 def test_unknown_chunk_strategy_is_a_clear_error_before_anything_runs(tmp_path):
-    with pytest.raises(ValueError, match=r"EvalConfig.strategy: expected one of \('recycle', 'ensemble', 'async'\), "
-                                         r"got 'ensmble'"):
+    with pytest.raises(ValueError, match=r"EvalConfig.strategy: expected one of "
+                                         r"\('recycle', 'ensemble', 'async'\), got 'ensmble'"):
         EvalConfig(checkpoint=str(tmp_path / "none"), strategy="ensmble")
     from vlaforge.apps.demo import run_demo
 

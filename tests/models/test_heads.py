@@ -34,8 +34,8 @@ def _train(head, steps, lr=3e-3, seed=0):
 
 
 STEPS = {"regression": 400, "tokens": 250, "flow": 600, "diffusion": 500}  # a new head must choose its own
-# L1 regression at 3e-3 sometimes settles with one colour unresolved (0.24-0.34 of the case spread for seed 0 on
-# AVX-512, 0.02 on AVX2); at 1e-3 seeds 0-2 all land under 0.07 on AVX-512 (the limit is 0.25)
+# L1 regression at 3e-3 sometimes settles with one colour unresolved (0.24-0.34 of the case spread for seed 0
+# on AVX-512, 0.02 on AVX2); at 1e-3 seeds 0-2 all land under 0.07 on AVX-512 (the limit is 0.25)
 LR = {"regression": 1e-3}
 
 

@@ -124,6 +124,6 @@ def test_cli_deploy_sim(checkpoint, tmp_path):
     assert "ESTOP" in res.output and (out / "summary.json").is_file()
     from tests.test_cli import run_cli
 
-    code, _, err = run_cli(["deploy-sim", "--checkpoint", str(checkpoint), "--task", TASK, "--inject", "smoke",
-                            "--out", str(out)])
+    code, _, err = run_cli(["deploy-sim", "--checkpoint", str(checkpoint), "--task", TASK, "--inject",
+                            "smoke", "--out", str(out)])
     assert code == 2 and err == "error: inject: expected any of ('nan', 'force', 'slow'), got ['smoke']\n"

@@ -13,9 +13,10 @@ import sys
 import textwrap
 
 ROBOT_SIDE = ("vlaforge.types", "vlaforge.runtime.safety", "vlaforge.runtime.chunking",
-              "vlaforge.runtime.monitor", "vlaforge.runtime.controller", "vlaforge.sim.episode")
+              "vlaforge.runtime.monitor", "vlaforge.runtime.controller", "vlaforge.sim.episode",
+              "vlaforge.serving.protocol", "vlaforge.serving.client")
 
-SCRIPT = textwrap.dedent(
+NO_TORCH = textwrap.dedent(
     """
     import importlib
     import importlib.abc
@@ -44,6 +45,21 @@ SCRIPT = textwrap.dedent(
     assert attempts == ["torch"], attempts
     attempts.clear()
 
+    """
+)
+
+#: appended to a script run by run_without_torch: nothing tried to import torch, and none is loaded
+CHECK = textwrap.dedent(
+    """
+    assert not attempts, f"something tried to import torch: {attempts}"
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    assert not loaded, loaded
+    print("no torch: ok")
+    """
+)
+
+SCRIPT = textwrap.dedent(
+    """
     for name in MODULES:
         importlib.import_module(name)
 
@@ -91,17 +107,20 @@ SCRIPT = textwrap.dedent(
     controller.end_episode(False)
     report = monitor.report()
     assert isinstance(report, dict) and report, report
-
-    assert not attempts, f"something tried to import torch: {attempts}"
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-    assert not loaded, loaded
-    print("robot side ok without torch")
     """
 )
 
 
+def run_without_torch(code: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where importing torch fails (and any attempt is recorded); the
+    script fails if anything tried, and prints ``no torch: ok`` at its end otherwise. Returns the finished
+    process."""
+    script = NO_TORCH + "\n" + textwrap.dedent(code) + "\n" + CHECK
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                          **kwargs)
+
+
 def test_robot_side_runs_without_torch():
-    code = f"MODULES = {ROBOT_SIDE!r}\n" + SCRIPT
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "robot side ok without torch" in proc.stdout
+    proc = run_without_torch(f"MODULES = {ROBOT_SIDE!r}\n" + SCRIPT)
+    assert proc.returncode == 0 and "no torch: ok" in proc.stdout, (f"stdout:\n{proc.stdout}\n"
+                                                                    f"stderr:\n{proc.stderr}")

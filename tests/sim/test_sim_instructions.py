@@ -101,7 +101,8 @@ def test_resolve_tasks_set_names_and_lists():
 
 
 def test_resolve_tasks_unknown_name_suggests():
-    with pytest.raises(ValueError, match=r"unknown task or task set 'drawer-opne-v3'; did you mean 'drawer-open-v3'"):
+    with pytest.raises(ValueError,
+                       match=r"unknown task or task set 'drawer-opne-v3'; did you mean 'drawer-open-v3'"):
         resolve_tasks("drawer-close-v3,drawer-opne-v3")
     with pytest.raises(ValueError, match=r"did you mean 'mt10'"):
         resolve_tasks("mt11")

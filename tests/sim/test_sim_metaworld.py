@@ -48,7 +48,8 @@ def _fresh_mt1(task: str, seed: int):
 
 def test_observation_spec_and_dtypes(drawer):
     obs, info = drawer.reset(seed=1)
-    assert set(obs) == {*IMAGE_KEYS, "observation.state", "observation.environment_state", "task", "embodiment"}
+    assert set(obs) == {*IMAGE_KEYS, "observation.state", "observation.environment_state", "task",
+                        "embodiment"}
     for key in IMAGE_KEYS:
         assert obs[key].shape == (64, 64, 3) and obs[key].dtype == np.uint8
         assert obs[key].flags["C_CONTIGUOUS"]
@@ -59,8 +60,10 @@ def test_observation_spec_and_dtypes(drawer):
     env_state = obs["observation.environment_state"]
     assert env_state.shape == (9,) and env_state.dtype == np.float32
     raw = drawer.raw_obs
-    np.testing.assert_array_equal(env_state, np.concatenate([raw[4:7], raw[11:14], raw[36:39]]).astype(np.float32))
-    assert np.all(env_state[3:6] == 0) and np.abs(env_state[:3]).max() > 0.05 and np.abs(env_state[6:]).max() > 0.05
+    np.testing.assert_array_equal(env_state,
+                                  np.concatenate([raw[4:7], raw[11:14], raw[36:39]]).astype(np.float32))
+    assert (np.all(env_state[3:6] == 0) and np.abs(env_state[:3]).max() > 0.05
+            and np.abs(env_state[6:]).max() > 0.05)
     assert obs["task"] == instruction("drawer-open-v3") == "open the drawer"
     assert obs["embodiment"] == "sawyer"
     assert info["seed"] == 1
@@ -380,7 +383,8 @@ def test_derived_tasks_share_the_base_scene():
             obs = [e.reset(seed=seed)[0] for e in (base, goal, puck)]
             np.testing.assert_array_equal(base.raw_obs, goal.raw_obs)
             np.testing.assert_array_equal(base.raw_obs, puck.raw_obs)
-        assert [o["task"] for o in obs] == [instruction(t) for t in ("reach-v3", "reach-goal-v3", "reach-puck-v3")]
+        assert [o["task"] for o in obs] == [instruction(t)
+                                            for t in ("reach-v3", "reach-goal-v3", "reach-puck-v3")]
         ref, ref_obs = _fresh_mt1("reach-v3", 5)
         np.testing.assert_array_equal(puck.raw_obs, ref_obs)
         ref.close()
@@ -411,7 +415,8 @@ def test_reach_puck_success_is_touching_the_puck():
 def test_reach_experts_succeed_and_do_not_solve_each_other():
     seeds = range(5)
     goal_test, puck_test = mwmod.success_test("reach-goal-v3"), mwmod.success_test("reach-puck-v3")
-    for task, own, other in (("reach-goal-v3", goal_test, puck_test), ("reach-puck-v3", puck_test, goal_test)):
+    for task, own, other in (("reach-goal-v3", goal_test, puck_test),
+                             ("reach-puck-v3", puck_test, goal_test)):
         env = MetaWorldEnv(task, cameras=(), max_steps=150)
         try:
             results = [_rollout(env, s, {"own": own, "other": other}) for s in seeds]
@@ -442,7 +447,8 @@ def test_imports_stay_light_and_egl_is_the_default():
         "assert not {'mujoco', 'metaworld', 'torch'} & set(sys.modules)\n"
         "print(os.environ['MUJOCO_GL'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "egl"
     env = dict(os.environ, MUJOCO_GL="osmesa")

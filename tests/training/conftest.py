@@ -12,8 +12,8 @@ from vlaforge import synthetic
 TASKS = {"trace-upper": synthetic.INSTRUCTIONS[0], "trace-lower": synthetic.INSTRUCTIONS[1]}
 
 
-def write_dataset(root: Path, episodes: int = 6, length: int = 12, robot_type: str = "sawyer", state_dim: int = 4,
-                  action_dim: int = 4, seed: int = 0, image_size: int = 64) -> Path:
+def write_dataset(root: Path, episodes: int = 6, length: int = 12, robot_type: str = "sawyer",
+                  state_dim: int = 4, action_dim: int = 4, seed: int = 0, image_size: int = 64) -> Path:
     """Episodes of the synthetic vision+language task: the colour in the image and the instruction decide the
     action trajectory, so there is something to learn."""
     from vlaforge.data import DatasetRecorder

@@ -49,7 +49,8 @@ def test_recorder_requires_and_checks_the_environment_state(tmp_path):
     with DatasetRecorder(tmp_path / "a", fps=10, cameras=["corner"], image_size=8, env_state_dim=3) as rec:
         with pytest.raises(KeyError, match="missing 'observation.environment_state'"):
             rec.add_frame(good)
-        with pytest.raises(ValueError, match=r"observation.environment_state: expected shape \(3,\), got \(2,\)"):
+        with pytest.raises(ValueError,
+                           match=r"observation.environment_state: expected shape \(3,\), got \(2,\)"):
             rec.add_frame({**good, ENV: np.zeros(2)})
     with DatasetRecorder(tmp_path / "b", fps=10, cameras=["corner"], image_size=8) as rec:
         with pytest.raises(KeyError, match=r"unexpected keys \['observation.environment_state'\]"):
@@ -64,7 +65,8 @@ def test_dataset_items_and_stats_carry_the_environment_state_on_request(env_data
     assert batch[ENV].shape == (4, 3) and batch[ENV].dtype == torch.float32
     s = ds.stats["sawyer"][ENV]
     assert s["min"][0] < -0.09 and s["max"][0] > 0.09 and s["std"][2] == 0
-    with pytest.raises(DatasetFormatError, match="observation.environment_state' is missing.*aux_env_weight=0"):
+    with pytest.raises(DatasetFormatError,
+                       match="observation.environment_state' is missing.*aux_env_weight=0"):
         ChunkDataset(tiny_dataset, chunk_size=8, progress=False, env_state=True)
 
 
@@ -114,7 +116,8 @@ def test_aux_loss_is_added_and_trains_only_from_batches_that_have_the_target(env
     loss2, info2 = policy.compute_loss(no_env)
     assert "aux_env/sawyer" not in info2 and loss2.item() == pytest.approx(info2["loss/sawyer"])
     loss2.backward()
-    assert policy.aux_heads["sawyer"][0].weight.grad is None or policy.aux_heads["sawyer"][0].weight.grad.abs().sum() == 0
+    assert (policy.aux_heads["sawyer"][0].weight.grad is None
+            or policy.aux_heads["sawyer"][0].weight.grad.abs().sum() == 0)
     # weight 0: no auxiliary head at all, and the checkpoint is the one it always was
     plain = _policy(3, 0.0, ds.stats)
     assert len(plain.aux_heads) == 0 and not any(k.startswith("aux_heads") for k in plain.state_dict())
@@ -131,7 +134,8 @@ def test_stats_without_the_environment_state_are_a_clear_error(env_dataset):
 
 
 @pytest.mark.parametrize("env_token", [False, True])
-def test_training_with_the_aux_loss_learns_to_read_the_object_from_the_image(env_dataset, tmp_path, env_token):
+def test_training_with_the_aux_loss_learns_to_read_the_object_from_the_image(env_dataset, tmp_path,
+                                                                              env_token):
     """Through the real trainer: the auxiliary head ends far better than predicting the mean, the checkpoint
     round-trips and predicts chunks from frames that have no environment state."""
     from vlaforge.policy import Policy

@@ -57,9 +57,9 @@ def test_two_process_ddp_matches_one_process(tiny_dataset, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vlaforge.train", "--preset", "debug", f"--dataset={tiny_dataset}", f"--out={run}",
-           "--steps=5000", "--batch_size=4", "--log_interval=1", "--val_interval=0", "--ckpt_interval=0",
-           "--progress=false", "--tensorboard=false", "--threads=1"]
+    cmd = [sys.executable, "-m", "vlaforge.train", "--preset", "debug", f"--dataset={tiny_dataset}",
+           f"--out={run}", "--steps=5000", "--batch_size=4", "--log_interval=1", "--val_interval=0",
+           "--ckpt_interval=0", "--progress=false", "--tensorboard=false", "--threads=1"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120

@@ -1,5 +1,5 @@
-"""Stages freeze exactly what they say, fresh modules of a new embodiment train, AdamW groups, the lr shape and
-the data order."""
+"""Stages freeze exactly what they say, fresh modules of a new embodiment train, AdamW groups, the lr shape
+and the data order."""
 
 import itertools
 import json
@@ -53,7 +53,8 @@ def test_training_a_stage_changes_only_its_groups(tiny_dataset, tmp_path):
                        'stages=[{"name": "s", "train": ["state", "heads"]}]')
     assert cfg.stages == (StageConfig(name="s", train=("state", "heads")),)
     train(cfg)
-    before, after = tensors(ckpt / "model.safetensors"), tensors(run / "checkpoints/last/policy/model.safetensors")
+    before, after = (tensors(ckpt / "model.safetensors"),
+                     tensors(run / "checkpoints/last/policy/model.safetensors"))
     groups = group_of(tiny_policy())
     changed = {g: 0 for g in GROUPS}
     for name, g in groups.items():
@@ -62,32 +63,37 @@ def test_training_a_stage_changes_only_its_groups(tiny_dataset, tmp_path):
         changed[g] += 1
         assert g in ("state", "heads"), f"{name} ({g}) is frozen but changed"
     assert changed["state"] > 0 and changed["heads"] > 0
-    counts = next(e for e in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if e["event"] == "stage")
+    counts = next(e for e in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+                  if e["event"] == "stage")
     assert counts["trainable/vision"] == 0 and counts["trainable/heads"] > 0
 
 
 def test_finetune_on_a_new_embodiment_trains_its_fresh_modules_in_align(tiny_dataset, tmp_path):
-    """A 'franka' dataset (6-d state, 3-d actions) fine-tunes a sawyer checkpoint: the franka head, state encoder
-    and token are fresh; in align they train although the state group is frozen, the sawyer ones stay put."""
+    """A 'franka' dataset (6-d state, 3-d actions) fine-tunes a sawyer checkpoint: the franka head, state
+    encoder and token are fresh; in align they train although the state group is frozen, the sawyer ones stay
+    put."""
     franka = write_dataset(tmp_path / "franka", episodes=3, length=10, robot_type="franka", state_dim=6,
                            action_dim=3, seed=1)
     ckpt = tmp_path / "sawyer"
     tiny_policy().save(ckpt)
     run = tmp_path / "run"
-    cfg = build_config("finetune", [f"init={ckpt}", f"dataset={franka}", f"out={run}", "steps=6", "batch_size=4",
-                                    "num_workers=0", "val_interval=0", "progress=false", "tensorboard=false",
-                                    "augment=false", "paraphrase=false", "stages.align.steps=2", "threads=1"])
+    cfg = build_config("finetune", [f"init={ckpt}", f"dataset={franka}", f"out={run}", "steps=6",
+                                    "batch_size=4", "num_workers=0", "val_interval=0", "progress=false",
+                                    "tensorboard=false", "augment=false", "paraphrase=false",
+                                    "stages.align.steps=2", "threads=1"])
     assert cfg.policy.d_model == 64, "--init takes the architecture from the checkpoint"
     train(cfg, should_stop=lambda step: step == 2)  # stop at the end of align
     resolved = json.loads((run / "config.json").read_text())["policy"]["embodiments"]
     assert resolved == {"sawyer": {"state_dim": 4, "action_dim": 4, "env_state_dim": 0},
                         "franka": {"state_dim": 6, "action_dim": 3, "env_state_dim": 0}}
-    before, after = tensors(ckpt / "model.safetensors"), tensors(run / "checkpoints/last/policy/model.safetensors")
+    before, after = (tensors(ckpt / "model.safetensors"),
+                     tensors(run / "checkpoints/last/policy/model.safetensors"))
     state = json.loads((run / "checkpoints/last/state.json").read_text())
     assert state["fresh"] and all("franka" in n for n in state["fresh"])
 
     def moved(prefix):
-        return [k for k in after if k.startswith(prefix) and (k not in before or not torch.equal(before[k], after[k]))]
+        return [k for k in after
+                if k.startswith(prefix) and (k not in before or not torch.equal(before[k], after[k]))]
 
     assert moved("state_encoders.franka") and moved("heads.franka") and moved("embodiment_embed.franka")
     assert not moved("state_encoders.sawyer") and not moved("vision.") and not moved("heads.sawyer")

@@ -36,7 +36,8 @@ def test_the_gripper_is_constant_and_dataset_info_says_how_it_is_normalized(sing
     assert stats["q01"][3] == stats["q99"][3] == stats["min"][3] == stats["max"][3]  # the premise
     code, out, _ = run_cli(["dataset", "info", str(single_task_data[task])])
     assert code == 0
-    assert f"note: sawyer action: dimension(s) [3] constant in the data (3: {stats['min'][3]:g}): centred" in out
+    assert (f"note: sawyer action: dimension(s) [3] constant in the data "
+            f"(3: {stats['min'][3]:g}): centred" in out)
 
 
 @pytest.mark.parametrize("preset", preset_names())
@@ -46,10 +47,10 @@ def test_every_preset_trains_on_a_single_task(single_task_data, tmp_path, preset
     from vlaforge.training import build_config, train
 
     stages = len(build_config(preset).stages)
-    cfg = build_config(preset, [f"dataset={single_task_data[task]}", f"out={tmp_path / 'run'}", f"steps={stages}",
-                                "batch_size=4", "policy.image_size=64", "val_interval=0", "ckpt_interval=0",
-                                "num_workers=0", "threads=1", "progress=false", "tensorboard=false",
-                                "log_interval=1"])
+    cfg = build_config(preset, [f"dataset={single_task_data[task]}", f"out={tmp_path / 'run'}",
+                                f"steps={stages}", "batch_size=4", "policy.image_size=64", "val_interval=0",
+                                "ckpt_interval=0", "num_workers=0", "threads=1", "progress=false",
+                                "tensorboard=false", "log_interval=1"])
     assert cfg.policy.min_spread == 0  # nothing set by hand
     result = train(cfg)
     assert result.status == "finished"
@@ -57,7 +58,7 @@ def test_every_preset_trains_on_a_single_task(single_task_data, tmp_path, preset
     assert "normalization: sawyer action: dimension(s) [3] constant in the data" in log
     assert "precision: " in log
     policy = Policy.load(result.checkpoint)
-    frame = policy._synthetic_frame()
+    frame = policy.example_frame()
     chunk = policy.predict_chunk(frame)
     assert chunk.shape == (policy.config.chunk_size, 4) and np.isfinite(chunk).all()
     a = np.asarray(json.loads((single_task_data[task] / "meta/stats.json").read_text())["action"]["min"][3])

@@ -7,12 +7,12 @@ and failures per task. ``workers > 1`` runs tasks in spawned worker processes (o
 rollouts to the single writer in this process. ``resume`` continues a killed run: per task it counts the
 episodes already committed and goes on after the highest seed used.
 
-``action_noise`` > 0 (noise injection, as in DART, Laskey et al. 2017): the robot executes the expert's action plus
-temporally correlated Gaussian noise on the hand's xyz (stationary std ``action_noise``, correlation over ~10
-steps), while the frame records the expert's clean action for the state actually reached. The demonstrations then
-visit states a little off the expert's path, each labelled with the expert's way back: what a cloned policy needs
-once its own errors take it there. The noise of episode ``seed`` is drawn from ``seed``, so a dataset is
-reproducible.
+``action_noise`` > 0 (noise injection, as in DART, Laskey et al. 2017): the robot executes the expert's action
+plus temporally correlated Gaussian noise on the hand's xyz (stationary std ``action_noise``, correlation over
+~10 steps), while the frame records the expert's clean action for the state actually reached. The
+demonstrations then visit states a little off the expert's path, each labelled with the expert's way back:
+what a cloned policy needs once its own errors take it there. The noise of episode ``seed`` is drawn from
+``seed``, so a dataset is reproducible.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ class CollectSummary:
 # ---------------------------------------------------------------------------------------------- rollouts
 
 
-NOISE_CORRELATION = 0.9  # per step: the injected noise keeps ~90% of its last value (a ~10-step time constant)
+# per step: the injected noise keeps ~90% of its last value (a ~10-step time constant)
+NOISE_CORRELATION = 0.9
 
 
 class _ExpertRecorder:
@@ -126,9 +127,9 @@ class _ExpertRecorder:
 def rollout(env, seed: int, post_success_steps: int, action_noise: float = 0.0) -> tuple[list[dict], bool]:
     """One expert episode: frame dicts (observation + action + next.success) and whether it succeeded.
 
-    ``action_noise`` > 0: the executed action is the expert's plus correlated noise on xyz; the recorded one is
-    the expert's (see the module docstring). Played by the one episode loop (``vlaforge.sim.episode``) until
-    the env ends the episode (its ``max_steps``) or ``post_success_steps`` after the first success."""
+    ``action_noise`` > 0: the executed action is the expert's plus correlated noise on xyz; the recorded one
+    is the expert's (see the module docstring). Played by the one episode loop (``vlaforge.sim.episode``)
+    until the env ends the episode (its ``max_steps``) or ``post_success_steps`` after the first success."""
     from vlaforge.sim.episode import run_episode
 
     expert = _ExpertRecorder(env, seed, post_success_steps, action_noise)
@@ -202,8 +203,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     if not 0.0 <= cfg.action_noise <= 2.0:
         raise ValueError(f"action_noise: expected a std in [0, 2], got {cfg.action_noise}")
     fps = int(MetaWorldEnv.metadata["render_fps"])
-    # object and goal positions are recorded (an auxiliary training target); a dataset recorded before they were
-    # is resumed without them
+    # object and goal positions are recorded (an auxiliary training target); a dataset recorded before they
+    # were is resumed without them
     env_names: tuple[str, ...] = ENV_STATE_NAMES
     info_path = Path(cfg.out) / fmt.INFO_PATH
     if cfg.resume and info_path.is_file() and OBS_ENV_STATE not in fmt.load_info(Path(cfg.out))["features"]:

@@ -1,14 +1,17 @@
 """``make demo`` / ``vlaforge demo``: the whole loop on three Meta-World tasks, end to end.
 
-1. collect 50 scripted demonstrations each of drawer-open, drawer-close and button-press-topdown (96 px corner camera);
+1. collect 50 scripted demonstrations each of drawer-open, drawer-close and button-press-topdown
+   (96 px corner camera);
 2. train one language-conditioned policy (the ``demo`` training preset);
 3. evaluate it on 20 unseen seeds per task (1000-1019) and print the table and the report's path. Chunks are
    executed open loop over half the chunk (``DEMO_STRATEGY``, what benchmarks/results/demo.json measured);
-   ``--strategy ensemble`` is offered but not the default (a one-off ``vlaforge eval --seed 2000`` comparison on
-   validation seeds was a tie, 98% vs 97%; its checkpoint was since overwritten, so it is not a committed result).
+   ``--strategy ensemble`` is offered but not the default (a one-off ``vlaforge eval --seed 2000`` comparison
+   on validation seeds was a tie, 98% vs 97%; its checkpoint was since overwritten, so it is not a committed
+   result).
 
-Re-running skips finished steps: a complete dataset is reused (an interrupted one is resumed), a finished training run
-is reused (an interrupted one is resumed exactly), and an evaluation of the same checkpoint is reused.
+Re-running skips finished steps: a complete dataset is reused (an interrupted one is resumed), a finished
+training run is reused (an interrupted one is resumed exactly), and an evaluation of the same checkpoint is
+reused.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def _dataset_complete(root: Path, tasks, episodes: int) -> bool:
         return False
     try:
         reader = DatasetReader(root)
-    except Exception:  # noqa: BLE001 - an unreadable dataset is simply not complete; collect --resume repairs it
+    except Exception:  # noqa: BLE001
+        # an unreadable dataset is simply not complete; collect --resume repairs it
         return False
     counts: dict[str, int] = {}
     for ep in reader.episodes:
@@ -46,7 +50,8 @@ def _dataset_complete(root: Path, tasks, episodes: int) -> bool:
 
 
 def _check_images(root: Path, size: int, cameras) -> None:
-    """A dataset already in ``root`` must hold the images the preset trains on; say so before anything runs."""
+    """A dataset already in ``root`` must hold the images the preset trains on; say so before anything
+    runs."""
     from vlaforge.data.reader import DatasetReader
     from vlaforge.types import image_key
 
@@ -57,8 +62,9 @@ def _check_images(root: Path, size: int, cameras) -> None:
         ft = features.get(image_key(cam))
         shape = tuple(ft["shape"]) if ft else None
         if shape is None or shape[:2] != (size, size):
-            raise ValueError(f"{root}: holds {f'{shape[0]} px' if shape else 'no'} {cam!r} images; the preset trains "
-                             f"on {size} px: delete {root} (or choose another --root) to collect them anew")
+            raise ValueError(f"{root}: holds {f'{shape[0]} px' if shape else 'no'} {cam!r} images; "
+                             f"the preset trains on {size} px: delete {root} (or choose another --root) "
+                             f"to collect them anew")
 
 
 def _has_env_state(root: Path) -> bool:
@@ -96,7 +102,8 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
     else:
         print(f"[1/3] collecting {episodes_per_task} scripted demonstrations per task into {data}")
         summary = collect(CollectConfig(out=data, tasks=list(DEMO_TASKS), episodes_per_task=episodes_per_task,
-                                        image_size=size, cameras=cameras, workers=workers, resume=data.exists()))
+                                        image_size=size, cameras=cameras, workers=workers,
+                                        resume=data.exists()))
         print("\n".join(summary.lines()))
     res.minutes["collect"] = (time.perf_counter() - t0) / 60
 
@@ -106,7 +113,8 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
         print(f"      note: {data} was recorded without observation.environment_state; training without the "
               f"auxiliary loss (collect into a new directory for the recipe as measured)")
         config = config.replace(policy=config.policy.replace(aux_env_weight=0.0))
-    print(f"[2/3] the {train_preset!r} training preset ({config.steps} steps, head {config.policy.head}) in {run}")
+    print(f"[2/3] the {train_preset!r} training preset ({config.steps} steps, head {config.policy.head}) "
+          f"in {run}")
     result = train_or_resume(config)
     if result is None:
         res.skipped.append("train")
@@ -128,8 +136,8 @@ def run_demo(root: str | Path = "runs/demo", episodes_per_task: int = 50, eval_e
         res.results = cached
         print(format_table(cached))
     else:
-        print(f"[3/3] evaluating {ckpt}: {eval_episodes} episodes per task, seeds 1000-{999 + eval_episodes}, "
-              f"chunks executed with {strategy!r}")
+        print(f"[3/3] evaluating {ckpt}: {eval_episodes} episodes per task, "
+              f"seeds 1000-{999 + eval_episodes}, chunks executed with {strategy!r}")
         res.results = evaluate(eval_cfg, print_table=True)  # its checkpoint is ckpt (run / FINAL)
     res.minutes["eval"] = (time.perf_counter() - t0) / 60
     res.minutes["total"] = (time.perf_counter() - t_all) / 60

@@ -25,7 +25,7 @@ controller hands over (status ``LOW_CONFIDENCE``, ``info["source"] == "human"``)
 chunk: the expert rolled forward ``H`` steps from the current state on a snapshot of the simulator, which is
 then restored (``env.snapshot()`` / ``env.restore(snapshot)``). MuJoCo is deterministic, so playing the
 chunk reproduces the rolled-out path (unless the safety layer changes an action); the rolled-out observations
-go with the chunk to the :class:`~vlaforge.runtime.adaptation.OnlineAdapter`, which records them and adapts
+go with the chunk to the :class:`~vlaforge.online.adaptation.OnlineAdapter`, which records them and adapts
 between episodes. The simulator is not paced to real time unless ``realtime=True``: latencies are compute
 time.
 """
@@ -48,8 +48,12 @@ INJECTIONS = ("nan", "force", "slow")
 
 @dataclass(frozen=True)
 class DeploySimConfig:
-    checkpoint: str
+    checkpoint: str | None  # the policy in this process, or
     task: str
+    server: str | None = None  # ws://HOST:PORT: a policy served by `vlaforge serve`
+                               # (this process needs no torch)
+    token_file: str | None = None  # the server's token (with server)
+    image_encoding: str = "raw"  # raw | jpeg: how camera frames go to the server
     episodes: int = 3
     strategy: str = "recycle"  # recycle | ensemble | async
     recompute_every: int | None = None  # None: half the chunk
@@ -86,12 +90,22 @@ class DeploySimConfig:
         if bad:
             raise ValueError(f"inject: expected any of {INJECTIONS}, got {bad}")
         object.__setattr__(self, "inject", inject)
+        from vlaforge.precision import normalize_setting
         from vlaforge.runtime.chunking import STRATEGIES
         from vlaforge.sim.instructions import base_task
 
-        from vlaforge.precision import normalize_setting
-
         normalize_setting(self.bf16)  # auto / true / false, else a ValueError
+        if (self.checkpoint is None) == (self.server is None):
+            raise ValueError(f"expected a checkpoint (the policy in this process) or a server URL (a served "
+                             f"policy), exactly one; got checkpoint={self.checkpoint!r}, "
+                             f"server={self.server!r}")
+        if self.server is not None and (self.confidence or self.corrections):
+            raise ValueError("confidence and corrections read the model itself: they need --checkpoint, not "
+                             "--server")
+        if self.token_file is not None and self.server is None:
+            raise ValueError("token_file: only with a server")
+        if self.image_encoding not in ("raw", "jpeg"):
+            raise ValueError(f"image_encoding: expected 'raw' or 'jpeg', got {self.image_encoding!r}")
         base_task(self.task)  # an unknown name is a ValueError with a did-you-mean
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
@@ -380,28 +394,40 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
 
     from vlaforge.evaluation.rollout import check_compatible
 
-    if cfg.threads is not None:
-        import torch
+    if cfg.server is not None and policy is None:  # the robot side alone: no torch in this process
+        from vlaforge.serving.client import PolicyClient
+        from vlaforge.serving.protocol import read_token
 
-        # one thread by default: on a loaded 2-core machine two intra-op threads stall each other, an
-        # inference then takes far longer than the chunk's age limit and every chunk is held as stale
-        torch.set_num_threads(cfg.threads)
-    if policy is None:
-        from vlaforge.policy import Policy
+        token = read_token(cfg.token_file) if cfg.token_file else None
+        policy = PolicyClient(cfg.server, token=token, image_encoding=cfg.image_encoding)
+        precision = None
+        if cfg.progress:
+            served = policy.metadata
+            print(f"policy served by {served['server']} at {cfg.server}: {served['head']} head, "
+                  f"{served['precision'] or 'precision not said'}, chunk {served['chunk_size']}")
+    else:
+        if cfg.threads is not None:
+            import torch
 
-        policy = Policy.load(cfg.checkpoint)
+            # one thread by default: on a loaded 2-core machine two intra-op threads stall each other, an
+            # inference then takes far longer than the chunk's age limit and every chunk is held as stale
+            torch.set_num_threads(cfg.threads)
+        if policy is None:
+            from vlaforge.policy import Policy
+
+            policy = Policy.load(cfg.checkpoint)
+        precision = policy.set_precision(cfg.bf16)
+        if cfg.progress:
+            print(precision.describe())
     check_compatible(policy.config)
-    precision = policy.set_precision(cfg.bf16)
-    if cfg.progress:
-        print(precision.describe())
     out = Path(cfg.out) if cfg.out else None
     estimator = adapter = None
     if cfg.confidence:
-        from vlaforge.runtime.confidence import ConfidenceEstimator
+        from vlaforge.online.confidence import ConfidenceEstimator
 
         estimator = ConfidenceEstimator.load(policy, cfg.checkpoint)
     if cfg.corrections:
-        from vlaforge.runtime.adaptation import OnlineAdapter
+        from vlaforge.online.adaptation import OnlineAdapter
 
         replay = None
         if cfg.dataset:
@@ -429,9 +455,12 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
         dep.close()
         if adapter is not None:
             adapter.close()
+        if cfg.server is not None:
+            policy.close()
     report = dep.monitor.report()
     seen = sorted({s for e in dep.episodes for s in e["statuses"]})
-    result = {"config": asdict(cfg), "precision": precision.to_dict(), "wall_s": time.perf_counter() - t0,
+    result = {"config": asdict(cfg), "precision": None if precision is None else precision.to_dict(),
+              "wall_s": time.perf_counter() - t0,
               "episodes": dep.episodes,
               "success_rate": sum(e["success"] for e in dep.episodes) / len(dep.episodes),
               "statuses_seen": seen, "faults": dep.faults.fired, "monitor": report,

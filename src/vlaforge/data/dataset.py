@@ -166,10 +166,11 @@ class ChunkDataset(torch.utils.data.Dataset):
     """Items with the DESIGN keys for every frame of the chosen episodes.
 
     ``observation.images.<cam>`` float32 (3, H, W) in [0, 1] (random shift of up to ``shift`` pixels when
-    ``augment``), ``observation.state`` (P,), ``action`` (H, D): the actions from this frame on, the last action
-    repeated past the episode end, ``action_is_pad`` bool (H,) marking those, ``task`` (the instruction; with
-    ``paraphrase`` one of the task's instructions at random), ``embodiment`` (the dataset's robot_type), and with
-    ``env_state`` ``observation.environment_state`` (E,) (an auxiliary training target; also in ``stats``).
+    ``augment``), ``observation.state`` (P,), ``action`` (H, D): the actions from this frame on, the last
+    action repeated past the episode end, ``action_is_pad`` bool (H,) marking those, ``task`` (the
+    instruction; with ``paraphrase`` one of the task's instructions at random), ``embodiment`` (the dataset's
+    robot_type), and with ``env_state`` ``observation.environment_state`` (E,) (an auxiliary training target;
+    also in ``stats``).
     """
 
     def __init__(
@@ -216,8 +217,8 @@ class ChunkDataset(torch.utils.data.Dataset):
         cols = reader.columns(keys)
         self._state = np.ascontiguousarray(cols[OBS_STATE], dtype=np.float32)  # (N, P)
         self._action = np.ascontiguousarray(cols[ACTION], dtype=np.float32)  # (N, D)
-        self._env = (np.ascontiguousarray(cols[OBS_ENV_STATE], dtype=np.float32).reshape(reader.num_frames, -1)
-                     if env_state else None)  # (N, E)
+        self._env = (np.ascontiguousarray(cols[OBS_ENV_STATE], dtype=np.float32)
+                     .reshape(reader.num_frames, -1) if env_state else None)  # (N, E)
         ends = np.empty(reader.num_frames, dtype=np.int64)
         for ep in reader.episodes:
             ends[ep.start : ep.start + ep.length] = ep.start + ep.length
@@ -271,10 +272,11 @@ class ChunkDataset(torch.utils.data.Dataset):
         return self.get(i)
 
     def get(self, i: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
-        """Item ``i``; ``rng`` drives augmentation and paraphrase sampling (default: this process's generator).
+        """Item ``i``; ``rng`` drives augmentation and paraphrase sampling (default: this process's
+        generator).
 
-        The trainer passes a generator seeded by the item's position in the data stream, so a resumed run draws
-        exactly the same shifts and paraphrases as an uninterrupted one."""
+        The trainer passes a generator seeded by the item's position in the data stream, so a resumed run
+        draws exactly the same shifts and paraphrases as an uninterrupted one."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         g = int(self._frames[i])

@@ -6,11 +6,14 @@ root/
   meta/stats.json                                  {feature: {min, max, mean, std, count, q01..q99}}
   meta/tasks.parquet                               task (the instruction, the pandas index) -> task_index
   meta/episodes/chunk-000/file-000.parquet         one row per episode: length, frame range, file locations,
-                                                   per-episode stats, and our extras task_name / seed / success
+                                                   per-episode stats, and our extras
+                                                   task_name / seed / success
   data/chunk-XXX/file-XXX.parquet                  one row per frame: observation.state, action, next.success,
-                                                   next.done, timestamp, frame_index, episode_index, index, task_index
+                                                   next.done, timestamp, frame_index, episode_index, index,
+                                                   task_index
   videos/<key>/chunk-XXX/file-XXX.mp4              camera streams, episodes one after another
-  .vlaforge/                                       ours, not LeRobot's: staged episodes, decoded-frame cache, lock
+  .vlaforge/                                       ours, not LeRobot's: staged episodes, decoded-frame cache,
+                                                   lock
 ```
 
 Paths, names, column types and the ``huggingface`` parquet metadata follow LeRobot (``lerobot.datasets``),
@@ -200,7 +203,8 @@ def load_info(root: Path) -> dict:
         raise DatasetFormatError(f"{root}: dataset directory does not exist")
     if not path.is_file():
         raise DatasetFormatError(
-            f"{path}: meta/info.json is missing; {root} is not a LeRobot v3.0 dataset (or it was never finished)"
+            f"{path}: meta/info.json is missing; {root} is not a LeRobot v3.0 dataset "
+            f"(or it was never finished)"
         )
     info = read_json(path, "meta/info.json")
     version = info.get("codebase_version")
@@ -268,7 +272,8 @@ def data_features(features: Mapping[str, Mapping]) -> dict[str, Mapping]:
 
 
 def frames_table(features: Mapping[str, Mapping], columns: Mapping[str, np.ndarray]):
-    """A pyarrow table of frames: one column per non-video feature, with LeRobot's ``huggingface`` metadata."""
+    """A pyarrow table of frames: one column per non-video feature, with LeRobot's ``huggingface``
+    metadata."""
     import pyarrow as pa
 
     arrays, fields, hf = [], [], {}
@@ -374,11 +379,12 @@ def column_to_numpy(table, key: str, ft: Mapping, path: Path) -> np.ndarray:
     return values
 
 
-# ---------------------------------------------------------------------------------------------- tasks, episodes
+# -------------------------------------------------------------------------------------------- tasks, episodes
 
 
 def tasks_table(tasks: Sequence[str]):
-    """``meta/tasks.parquet``: column ``task_index`` and the task strings as the pandas index named ``task``."""
+    """``meta/tasks.parquet``: column ``task_index`` and the task strings as the pandas index named
+    ``task``."""
     import pyarrow as pa
 
     pandas_meta = {
@@ -421,7 +427,8 @@ def tasks_table(tasks: Sequence[str]):
 
 
 def read_tasks(root: Path) -> list[str]:
-    """Task strings ordered by ``task_index`` (the string column is ``task`` or pandas' ``__index_level_0__``)."""
+    """Task strings ordered by ``task_index`` (the string column is ``task`` or pandas'
+    ``__index_level_0__``)."""
     import pyarrow.parquet as pq
 
     path = root / TASKS_PATH
@@ -489,7 +496,8 @@ def _as_floats(v):
 
 
 def read_episodes(root: Path) -> list[dict]:
-    """All rows of ``meta/episodes/*/*.parquet`` in episode order, without the per-episode ``stats/`` columns."""
+    """All rows of ``meta/episodes/*/*.parquet`` in episode order, without the per-episode ``stats/``
+    columns."""
     import pyarrow.parquet as pq
 
     files = sorted((root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))

@@ -31,9 +31,13 @@ def describe(root: str | Path) -> list[str]:
     r = DatasetReader(root)
     s = r.summary()
     lines = [
-        f"dataset {s['root']}  (LeRobot {s['codebase_version']}, robot_type {s['robot_type']}, {s['fps']} fps)",
         (
-            f"episodes {s['episodes']} ({s['staged_episodes']} staged, not yet packed)   frames {s['frames']}   "
+            f"dataset {s['root']}  (LeRobot {s['codebase_version']}, robot_type {s['robot_type']}, "
+            f"{s['fps']} fps)"
+        ),
+        (
+            f"episodes {s['episodes']} ({s['staged_episodes']} staged, not yet packed)   "
+            f"frames {s['frames']}   "
             f"tasks {s['tasks']}   size {dataset_size_bytes(root) / 2**20:.1f} MiB"
         ),
     ]
@@ -69,7 +73,8 @@ def describe(root: str | Path) -> list[str]:
                 m = np.asarray(stats[key]["mean"], dtype=float).reshape(-1)
                 sd = np.asarray(stats[key]["std"], dtype=float).reshape(-1)
                 lines.append(
-                    f"  {key:18s} mean {' '.join(f'{v:.3f}' for v in m)}  std {' '.join(f'{v:.3f}' for v in sd)}"
+                    f"  {key:18s} mean {' '.join(f'{v:.3f}' for v in m)}  "
+                    f"std {' '.join(f'{v:.3f}' for v in sd)}"
                 )
     return lines
 

@@ -128,7 +128,8 @@ class DatasetReader:
         if warn_stale and n_info != len(rows):
             warnings.warn(
                 f"{root / fmt.INFO_PATH}: total_episodes is {n_info} but meta/episodes lists {len(rows)}; "
-                f"the writer was interrupted before it refreshed info.json (reopening it with the recorder repairs it)",
+                f"the writer was interrupted before it refreshed info.json "
+                f"(reopening it with the recorder repairs it)",
                 stacklevel=2,
             )
 
@@ -155,8 +156,9 @@ class DatasetReader:
                 or r["dataset_to_index"] - r["dataset_from_index"] != r["length"]
             ):
                 raise DatasetFormatError(
-                    f"{where}: episode {i}: frames [{r['dataset_from_index']}, {r['dataset_to_index']}) with length "
-                    f"{r['length']} do not follow the previous episode (expected to start at {expect_from})"
+                    f"{where}: episode {i}: frames [{r['dataset_from_index']}, {r['dataset_to_index']}) "
+                    f"with length {r['length']} do not follow the previous episode "
+                    f"(expected to start at {expect_from})"
                 )
             expect_from = r["dataset_to_index"]
 
@@ -257,7 +259,8 @@ class DatasetReader:
             rows = groups.get(ep.index, np.zeros(0, dtype=np.int64))
             if len(rows) != ep.length:
                 raise DatasetFormatError(
-                    f"{ep.data_file}: holds {len(rows)} frames of episode {ep.index}, meta/episodes says {ep.length}"
+                    f"{ep.data_file}: holds {len(rows)} frames of episode {ep.index}, "
+                    f"meta/episodes says {ep.length}"
                 )
             for k in keys:
                 parts[k].append(arrays[k][rows])

@@ -12,7 +12,8 @@ How a kill at any moment (SIGKILL included) leaves the dataset:
 3. Opening a recorder on an existing dataset (``resume=True``) repairs whatever a kill left: staged copies of
    packed episodes, files no episode points to, and stale tasks/stats/info.
 
-Readers (``DatasetReader``, ``ChunkDataset``) see packed episodes plus committed staged ones, and ignore the rest.
+Readers (``DatasetReader``, ``ChunkDataset``) see packed episodes plus committed staged ones, and ignore the
+rest.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class DatasetRecorder:
             self.cameras, self.image_size, state_dim, action_dim, state_names, action_names,
             env_state_dim, env_state_names,
         )
-        self.state_dim, self.action_dim, self.env_state_dim = int(state_dim), int(action_dim), int(env_state_dim)
+        self.state_dim, self.action_dim, self.env_state_dim = (int(state_dim), int(action_dim),
+                                                               int(env_state_dim))
         self._lock_fd: int | None = None
         self._buffer: list[dict[str, Any]] = []
         self._closed = False
@@ -173,7 +175,8 @@ class DatasetRecorder:
                 )
             elif (a["dtype"], list(a["shape"])) != (b["dtype"], list(b["shape"])):
                 problems.append(
-                    f"feature {k!r}: dataset has {a['dtype']} {a['shape']}, recorder has {b['dtype']} {b['shape']}"
+                    f"feature {k!r}: dataset has {a['dtype']} {a['shape']}, "
+                    f"recorder has {b['dtype']} {b['shape']}"
                 )
         if problems:
             raise DatasetFormatError(

@@ -24,7 +24,8 @@ IMAGE_STAT_FRAMES = 32
 
 
 def feature_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Exact statistics of ``values`` (N, D) (or (N,)) over the first axis; float64 arrays, ``count`` int64."""
+    """Exact statistics of ``values`` (N, D) (or (N,)) over the first axis; float64 arrays, ``count``
+    int64."""
     x = np.asarray(values, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
@@ -93,7 +94,8 @@ def from_json(raw: Mapping[str, Mapping[str, object]]) -> dict[str, dict[str, np
 def policy_stats(
     state: np.ndarray, action: np.ndarray, embodiment: str, env_state: np.ndarray | None = None
 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """The policy's statistics: ``{embodiment: {observation.state: {mean, std, min, max, q01, q99}, action: ...}}``.
+    """The policy's statistics:
+    ``{embodiment: {observation.state: {mean, std, min, max, q01, q99}, action: ...}}``.
 
     ``state`` (N, P) and ``action`` (N, D) are every frame of the data; values are float32 arrays.
     ``env_state`` (N, E), when given, adds ``observation.environment_state``.

@@ -22,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vlaforge.errors import InputError
 
-class VideoError(RuntimeError):
-    """A video file is missing, unreadable, or holds other frames than the metadata says."""
+
+class VideoError(RuntimeError, InputError):
+    """A video file is missing, unreadable, or holds other frames than the metadata says (bad input: a command
+    reports it as one ``error: ...`` line)."""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ class EpisodeResult:
         return asdict(self)
 
 
-def episode_from_trace(task: str, seed: int, actions: Sequence, successes: Sequence[bool], **kw) -> EpisodeResult:
+def episode_from_trace(task: str, seed: int, actions: Sequence, successes: Sequence[bool],
+                       **kw) -> EpisodeResult:
     """Build an EpisodeResult from the executed actions and the per-step success flags."""
     hits = [i for i, s in enumerate(successes) if s]
     return EpisodeResult(task=task, seed=seed, success=bool(hits), steps=len(successes),
@@ -64,7 +65,8 @@ def _percentile(xs: list[float], q: float) -> float | None:
 
 
 def summarize(episodes: Iterable[EpisodeResult]) -> dict:
-    """Per-task and overall metrics. Overall success is the mean of per-task rates (each task counts equally)."""
+    """Per-task and overall metrics. Overall success is the mean of per-task rates (each task counts
+    equally)."""
     by_task: dict[str, list[EpisodeResult]] = {}
     for e in episodes:
         by_task.setdefault(e.task, []).append(e)

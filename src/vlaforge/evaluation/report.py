@@ -1,4 +1,5 @@
-"""Evaluation reports: results.json, report.md, report.html with a per-task success chart, and episode videos."""
+"""Evaluation reports: results.json, report.md, report.html with a per-task success chart, and episode
+videos."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def plot_success(results: dict, path: Path) -> Path:
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
     ax.legend(loc="lower right")
-    ax.set_title(f"{results['episodes_per_task']} episodes per task, seeds {results['seeds'][0]}-{results['seeds'][1]}")
+    ax.set_title(f"{results['episodes_per_task']} episodes per task, "
+                 f"seeds {results['seeds'][0]}-{results['seeds'][1]}")
     fig.tight_layout()
     save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
@@ -84,8 +86,8 @@ def table_rows(results: dict) -> list[list[str]]:
     rows = []
     for name, t in list(results["tasks"].items()) + [("MEAN", results["overall"])]:
         rows.append([name, f"{_fmt(t['success_rate'], True)} ({t['successes']}/{t['episodes']})",
-                     f"{t['ci95'][0] * 100:.0f}-{t['ci95'][1] * 100:.0f}%", _fmt(t.get("mean_steps_to_success")),
-                     _fmt(t["mean_squared_jerk"]),
+                     f"{t['ci95'][0] * 100:.0f}-{t['ci95'][1] * 100:.0f}%",
+                     _fmt(t.get("mean_steps_to_success")), _fmt(t["mean_squared_jerk"]),
                      f"{_fmt(t['chunk_latency_ms_p50'])}/{_fmt(t['chunk_latency_ms_p99'])}",
                      _fmt(t["control_steps_per_s"])])
     return rows
@@ -114,7 +116,8 @@ def write_report(out: Path, results: dict) -> None:
     videos = [(e["task"], e["seed"], e["success"], e["video"]) for e in results["episodes"] if e.get("video")]
     what = f"`{results['checkpoint']}`" if results["checkpoint"] else "an in-memory policy"
     head = (f"# Evaluation of {what}\n\nTasks: {', '.join(results['tasks'])}; "
-            f"{results['episodes_per_task']} episodes per task on seeds {results['seeds'][0]}-{results['seeds'][1]}; "
+            f"{results['episodes_per_task']} episodes per task on seeds "
+            f"{results['seeds'][0]}-{results['seeds'][1]}; "
             f"strategy `{results['strategy']}`, {results['execute_steps']} actions per chunk; step limit "
             f"{results['max_steps']}; wall time {results['wall_s']} s.\n\n"
             "Success: the task's success test held at some step. Jerk: mean squared third difference of the "
@@ -123,13 +126,15 @@ def write_report(out: Path, results: dict) -> None:
     md += "".join(f"- [{t} seed {s} ({'success' if ok else 'failure'})]({v})\n" for t, s, ok, v in videos)
     write_atomic(out / "report.md", md)
     img = base64.b64encode(png.read_bytes()).decode()
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table_rows(results))
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in table_rows(results))
     vids = "".join(f"<figure><video src='{html.escape(v)}' controls width='300'></video><figcaption>"
                    f"{html.escape(t)} seed {s}: {'success' if ok else 'failure'}</figcaption></figure>"
                    for t, s, ok, v in videos)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vlaforge evaluation</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px}figure{display:inline-block;margin:6px}</style></head><body>"
+            "td,th{border:1px solid #ccc;padding:4px 8px}figure{display:inline-block;margin:6px}</style>"
+            "</head><body>"
             f"<h1>Evaluation</h1><p>{html.escape(head.split(chr(10))[2])}</p>"
             "<table><tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + f"</tr>{rows}</table>"
             f"<p><img src='data:image/png;base64,{img}' alt='success per task'></p><h2>Videos</h2>{vids}"

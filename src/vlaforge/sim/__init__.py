@@ -35,6 +35,7 @@ class SimulatorSpec:
     action_dim: int  # action, in [-1, 1]
     cameras: tuple[str, ...]  # the camera names an env accepts
     expert: bool  # env.expert_action(): a scripted expert for every task (collection, corrections)
+    control_hz: float | None = None  # env steps per second (a served policy's chunk timestamps use it)
     doc: str = ""
 
     def env_class(self) -> type:
@@ -71,5 +72,5 @@ register_simulator(SimulatorSpec(
     "metaworld", env="vlaforge.sim.metaworld:MetaWorldEnv", catalogue="vlaforge.sim.instructions",
     embodiment="sawyer", state_dim=4, action_dim=4,
     cameras=("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV"),
-    expert=True,
+    expert=True, control_hz=80.0,
     doc="Meta-World v3 (MuJoCo): 50 tabletop tasks with a Sawyer arm, scripted experts, derived tasks"))

@@ -310,10 +310,12 @@ class MetaWorldEnv(gym.Env):
     def step(self, action):
         self._require_reset()
         if self._steps >= self.max_steps:
-            raise RuntimeError(f"the episode was truncated after max_steps={self.max_steps} steps: call reset()")
+            raise RuntimeError(f"the episode was truncated after max_steps={self.max_steps} steps: "
+                               f"call reset()")
         a = np.asarray(action)
         if a.shape != (4,):
-            raise ValueError(f"action: expected shape (4,) (hand xyz velocity + gripper effort), got {a.shape}")
+            raise ValueError(f"action: expected shape (4,) (hand xyz velocity + gripper effort), "
+                             f"got {a.shape}")
         if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
             raise ValueError(f"action: expected 4 finite numbers, got {a!r}")
         a = np.clip(a.astype(np.float32), -1.0, 1.0)

@@ -27,7 +27,8 @@ import torch
 
 from vlaforge.fsutil import atomic_dir
 
-STATE_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE, POLICY_DIR = "state.json", "ema.safetensors", "optimizer.pt", "rng.pt", "policy"
+STATE_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE, POLICY_DIR = (
+    "state.json", "ema.safetensors", "optimizer.pt", "rng.pt", "policy")
 FORMAT_VERSION = 1
 
 
@@ -39,7 +40,8 @@ class TrainingCheckpointError(ValueError):
 
 
 def capture_rng() -> dict[str, Any]:
-    """The generator states this process draws from: python ``random``, numpy's global, torch CPU (and CUDA)."""
+    """The generator states this process draws from: python ``random``, numpy's global, torch CPU
+    (and CUDA)."""
     version, mt, gauss = random.getstate()
     np_state = np.random.get_state()
     out: dict[str, Any] = {
@@ -63,7 +65,7 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ------------------------------------------------------------------------------------------------- save / load
+# ------------------------------------------------------------------------------------------------ save / load
 
 
 @dataclass
@@ -97,8 +99,8 @@ class TrainingState:
             raise TrainingCheckpointError(f"{path}: unexpected contents ({e})") from None
 
 
-def save_training_checkpoint(directory: Path, policy, ema_state: dict[str, torch.Tensor], optimizer, scheduler,
-                             rng_states: list[dict[str, Any]], state: TrainingState) -> Path:
+def save_training_checkpoint(directory: Path, policy, ema_state: dict[str, torch.Tensor], optimizer,
+                             scheduler, rng_states: list[dict[str, Any]], state: TrainingState) -> Path:
     """Write a training checkpoint to ``directory`` atomically (temp dir, then rename)."""
     from safetensors.torch import save_file
 
@@ -106,7 +108,8 @@ def save_training_checkpoint(directory: Path, policy, ema_state: dict[str, torch
     with atomic_dir(directory) as tmp:
         policy.save(tmp / POLICY_DIR)
         save_file(ema_state, str(tmp / EMA_FILE))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIM_FILE)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / OPTIM_FILE)
         torch.save({"ranks": rng_states}, tmp / RNG_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(state.to_json(), indent=2))
     return directory
@@ -131,9 +134,11 @@ def load_training_checkpoint(directory: Path, map_location: str | torch.device =
     if missing:
         raise TrainingCheckpointError(f"{directory}: not a complete training checkpoint (missing {missing})")
     try:
-        state = TrainingState.from_json(json.loads((directory / STATE_FILE).read_text()), directory / STATE_FILE)
+        state = TrainingState.from_json(json.loads((directory / STATE_FILE).read_text()),
+                                        directory / STATE_FILE)
     except json.JSONDecodeError as e:
-        raise TrainingCheckpointError(f"{directory / STATE_FILE}: expected JSON, got a parse error: {e}") from None
+        raise TrainingCheckpointError(f"{directory / STATE_FILE}: expected JSON, "
+                                      f"got a parse error: {e}") from None
     weights = load_file(str(directory / POLICY_DIR / "model.safetensors"), device=str(map_location))
     ema = load_file(str(directory / EMA_FILE), device=str(map_location))
     optim = torch.load(directory / OPTIM_FILE, map_location=map_location, weights_only=True)

@@ -1,4 +1,5 @@
-"""``vlaforge train`` and ``python -m vlaforge.train`` (the same flags; ``torchrun ... -m vlaforge.train`` too).
+"""``vlaforge train`` and ``python -m vlaforge.train`` (the same flags; ``torchrun ... -m vlaforge.train``
+too).
 
 Flags are the ``TrainConfig`` fields as dotted paths (``--policy.head=tokens --batch_size 32``) plus a few
 options: ``--preset``, ``--policy-preset``, ``--resume``, ``--print-config``, ``--list-presets``, ``--help``.
@@ -11,6 +12,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+from vlaforge.errors import INPUT_ERRORS, report
 from vlaforge.training.config import TrainConfig
 from vlaforge.training.overrides import (
     OverrideError,
@@ -152,8 +154,8 @@ def help_text(preset: str = DEFAULT_PRESET) -> str:
 
 
 def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+    """A usage error found by the command line itself: one ``error: ...`` line, the input-error status."""
+    return report(ValueError(msg))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("dataset", "out"):
                 if not getattr(config, name):
                     return _err(f"--{name}: expected a directory, got nothing ({USAGE.splitlines()[0]})")
-    except (OverrideError, KeyError, ValueError) as e:
-        return _err(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
+    except INPUT_ERRORS as e:
+        return report(e)
 
     from vlaforge.data.format import DatasetFormatError
+    from vlaforge.data.video import VideoError
     from vlaforge.policy import CheckpointError
     from vlaforge.training.checkpoint import TrainingCheckpointError
     from vlaforge.training.resolve import DataMismatchError
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if parsed.resume is not None:
             if parsed.print_config or parsed.preset != DEFAULT_PRESET or parsed.policy_preset:
-                return _err("--resume takes the run's own config; --preset/--policy-preset/--print-config do not apply")
+                return _err("--resume takes the run's own config; --preset/--policy-preset/--print-config "
+                            "do not apply")
             result = resume(parsed.resume, [(p, v if v is not None else "true") for p, v in parsed.overrides])
         else:
             result = train(config)
@@ -196,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (OverrideError, RunDirError, TrainingCheckpointError, CheckpointError, DatasetFormatError,
-            DataMismatchError, FileNotFoundError) as e:
-        return _err(str(e))
+            DataMismatchError, VideoError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        return report(e)  # the input's errors; any other exception (a ValueError deep in a step) is a bug
     if result.status == "interrupted":
         return 128 + result.signal if result.signal else 130
     return 0

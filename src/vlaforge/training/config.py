@@ -42,8 +42,8 @@ class StageConfig:
     name: str = "train"
     """Name shown in the logs (``align``, ``cofinetune``, ...); distinct within a run."""
     train: tuple[str, ...] = PARAMETER_GROUPS
-    """Parameter groups that train (of vision, language, state, fusion, heads); the rest are frozen: no gradient,
-    weights unchanged."""
+    """Parameter groups that train (of vision, language, state, fusion, heads); the rest are frozen: no
+    gradient, weights unchanged."""
     lr: float = 0.0
     """Peak learning rate of the stage; 0 uses the run's ``lr``."""
     steps: int = 0
@@ -52,8 +52,8 @@ class StageConfig:
     weight: float = 1.0
     """Share of the remaining steps for a stage whose ``steps`` is 0, relative to the other such stages."""
     train_fresh: bool = True
-    """Parameters that ``init`` did not provide (a new embodiment's head, state encoder and token) train in this
-    stage even where their group is frozen."""
+    """Parameters that ``init`` did not provide (a new embodiment's head, state encoder and token) train in
+    this stage even where their group is frozen."""
 
     def __post_init__(self) -> None:
         train = (self.train,) if isinstance(self.train, str) else tuple(self.train)
@@ -97,11 +97,11 @@ class TrainConfig:
     out: str = ""
     """Run directory: config.json, log.jsonl, train.log, checkpoints/, and the final checkpoint/."""
     init: str = ""
-    """Policy checkpoint to start from (fine-tuning). Tensors are loaded by name and shape; a new embodiment of
-    the dataset gets a fresh head, state encoder and embodiment token."""
+    """Policy checkpoint to start from (fine-tuning). Tensors are loaded by name and shape; a new embodiment
+    of the dataset gets a fresh head, state encoder and embodiment token."""
     embodiments_from_data: bool = True
-    """Take ``policy.embodiments`` (names, state and action sizes) from the dataset's statistics. Set false (or set
-    ``policy.embodiments``) to use the config's list."""
+    """Take ``policy.embodiments`` (names, state and action sizes) from the dataset's statistics. Set false
+    (or set ``policy.embodiments``) to use the config's list."""
     stages: tuple[StageConfig, ...] = (StageConfig(),)
     """The recipe: a list of stages run in order. On the command line a JSON list, or one field at a time:
     ``--stages.0.lr=1e-4`` or ``--stages.align.lr=1e-4``."""
@@ -126,8 +126,8 @@ class TrainConfig:
     n updates so far). The EMA is what validation uses and what gets saved as the policy; 0 turns it off."""
     bf16: BF16Setting = "auto"
     """bfloat16 autocast for the forward pass (weights and optimizer stay float32): auto (bf16 only where this
-    machine runs it natively and a timed probe finds it faster; fp32 otherwise, e.g. on AVX2-only CPUs), true or
-    false. The choice and its reason are logged and kept for an exact resume (vlaforge.precision)."""
+    machine runs it natively and a timed probe finds it faster; fp32 otherwise, e.g. on AVX2-only CPUs), true
+    or false. The choice and its reason are logged and kept for an exact resume (vlaforge.precision)."""
     seed: int = 0
     """Seed of the weights, the data order and the noise: two runs with the same config are identical."""
     augment: bool = True
@@ -135,9 +135,11 @@ class TrainConfig:
     paraphrase: bool = True
     """Replace instructions with paraphrases during training (the dataset's own)."""
     val_interval: int = 500
-    """Steps between validation passes on the held-out episodes (and at the end); 0 validates only at the end."""
+    """Steps between validation passes on the held-out episodes (and at the end); 0 validates only at the
+    end."""
     val_batches: int = 20
-    """Batches per validation pass (a fixed subset, the same every time); 0 uses the whole validation split."""
+    """Batches per validation pass (a fixed subset, the same every time); 0 uses the whole validation
+    split."""
     log_interval: int = 50
     """Steps between log lines (log.jsonl, TensorBoard, progress bar)."""
     ckpt_interval: int = 1000
@@ -173,7 +175,8 @@ class TrainConfig:
             v = getattr(self, name)
             if _not_int(v) or v <= 0:
                 raise bad(name, "a positive int")
-        for name in ("val_interval", "val_batches", "log_interval", "ckpt_interval", "num_workers", "threads", "seed"):
+        for name in ("val_interval", "val_batches", "log_interval", "ckpt_interval", "num_workers", "threads",
+                     "seed"):
             v = getattr(self, name)
             if _not_int(v) or v < 0:
                 raise bad(name, "an int >= 0")
@@ -208,11 +211,12 @@ class TrainConfig:
         auto = [s for s in self.stages if s.steps == 0]
         left = self.steps - explicit
         if left < 0 or (not auto and left != 0):
-            raise ValueError(f"TrainConfig.stages: the stages' explicit steps add up to {explicit} but steps={self.steps};"
-                             f" set --steps={explicit}, or leave a stage's steps at 0 so it takes what is left")
+            raise ValueError(f"TrainConfig.stages: the stages' explicit steps add up to {explicit} "
+                             f"but steps={self.steps}; set --steps={explicit}, "
+                             f"or leave a stage's steps at 0 so it takes what is left")
         if auto and left < len(auto):
-            raise ValueError(f"TrainConfig.steps: expected at least one step for each of the {len(auto)} stages "
-                             f"without explicit steps, got {left} step(s) left for them")
+            raise ValueError(f"TrainConfig.steps: expected at least one step for each of the {len(auto)} "
+                             f"stages without explicit steps, got {left} step(s) left for them")
         total_w = sum(s.weight for s in auto)
         out, given, seen = [], 0, 0.0
         for s in self.stages:
@@ -231,7 +235,7 @@ class TrainConfig:
     def stage_lr(self, stage: StageConfig) -> float:
         return stage.lr if stage.lr > 0 else self.lr
 
-    # -- JSON round trip ---------------------------------------------------------------------------------------
+    # -- JSON round trip -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["policy"] = self.policy.to_dict()

@@ -33,7 +33,8 @@ class StreamSampler(torch.utils.data.Sampler[int]):
         if global_batch % world:
             raise ValueError(f"batch_size: expected a multiple of the {world} processes, got {global_batch}")
         if start % global_batch:
-            raise ValueError(f"sampler: expected a start position that is a multiple of {global_batch}, got {start}")
+            raise ValueError(f"sampler: expected a start position that is a multiple of {global_batch}, "
+                             f"got {start}")
         self.n, self.global_batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world
         self.per_rank = global_batch // world
         self.start, self.shuffle = start, shuffle
@@ -64,7 +65,8 @@ class StreamSampler(torch.utils.data.Sampler[int]):
 
 class _PositionSeeded(torch.utils.data.Dataset):
     """Gives each item a generator seeded by (seed, its stream position) when the dataset takes one
-    (``dataset.get(i, rng)``, as ``ChunkDataset`` does), so augmentation is part of the reproducible stream."""
+    (``dataset.get(i, rng)``, as ``ChunkDataset`` does), so augmentation is part of the reproducible
+    stream."""
 
     def __init__(self, dataset, seed: int):
         self.dataset, self.seed = dataset, int(seed)
@@ -96,8 +98,8 @@ def train_loader(dataset, collate_fn, global_batch: int, seed: int, rank: int, w
                  num_workers: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """An endless loader of per-rank batches, starting at stream position ``start``.
 
-    The loader has its own generator, so building it draws nothing from the global torch RNG (a resumed run and
-    an uninterrupted one keep identical global RNG streams), and worker seeds are the same in every run.
+    The loader has its own generator, so building it draws nothing from the global torch RNG (a resumed run
+    and an uninterrupted one keep identical global RNG streams), and worker seeds are the same in every run.
     """
     sampler = _PositionSampler(len(dataset), global_batch, seed, rank, world, start)
     dataset = _PositionSeeded(dataset, seed)
@@ -110,7 +112,8 @@ def train_loader(dataset, collate_fn, global_batch: int, seed: int, rank: int, w
     )
 
 
-def val_indices(n: int, batch: int, max_batches: int, rank: int, world: int, seed: int = 0) -> list[list[int]]:
+def val_indices(n: int, batch: int, max_batches: int, rank: int, world: int,
+                seed: int = 0) -> list[list[int]]:
     """Fixed validation batches for one rank: a seeded permutation of the split (episodes mixed), its first
     ``max_batches * batch * world`` items (all when ``max_batches`` is 0), dealt to ranks in strides."""
     perm = np.random.default_rng([int(seed), 0x0A1]).permutation(n) if n else np.zeros(0, int)

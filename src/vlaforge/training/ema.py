@@ -39,7 +39,8 @@ class EMA:
         d = self.current_decay()
         ema_t, src_t = _float_tensors(self.model), _float_tensors(model)
         if len(ema_t) != len(src_t):
-            raise ValueError(f"EMA.update: expected a model with {len(ema_t)} float tensors, got {len(src_t)}")
+            raise ValueError(f"EMA.update: expected a model with {len(ema_t)} float tensors, "
+                             f"got {len(src_t)}")
         if d == 0:
             torch._foreach_copy_(ema_t, src_t)
         else:

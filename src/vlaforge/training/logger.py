@@ -1,5 +1,5 @@
-"""Run logs: JSON lines (``log.jsonl``), a human-readable ``train.log``, TensorBoard when it is installed, and a
-tqdm bar with loss, rate and ETA. Only rank 0 writes; other ranks get a logger that does nothing.
+"""Run logs: JSON lines (``log.jsonl``), a human-readable ``train.log``, TensorBoard when it is installed, and
+a tqdm bar with loss, rate and ETA. Only rank 0 writes; other ranks get a logger that does nothing.
 
 Every ``log.jsonl`` line has ``event`` (``train``, ``val``, ``stage``, ``checkpoint``, ``best``, ``end``,
 ``interrupted``, ``nonfinite``), ``step`` and ``time`` (seconds since the run started, this process).
@@ -45,12 +45,13 @@ class RunLogger:
             except ImportError:
                 self.info("TensorBoard: not installed (pip install tensorboard); logging to log.jsonl only")
             else:
-                self._tb = SummaryWriter(str(self.out / TB_DIR), purge_step=start_step + 1 if start_step else None)
+                self._tb = SummaryWriter(str(self.out / TB_DIR),
+                                         purge_step=start_step + 1 if start_step else None)
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
-                             file=sys.stderr, smoothing=0.1)
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                             dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
 
     def info(self, msg: str) -> None:
         """A human-readable line: train.log and the terminal (above the bar)."""
@@ -106,7 +107,8 @@ def truncate_log(out: Path, step: int) -> None:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a kill
-        if rec.get("step", 0) < step or (rec.get("step", 0) == step and rec.get("event") not in ("end", "stage")):
+        if rec.get("step", 0) < step or (rec.get("step", 0) == step
+                                         and rec.get("event") not in ("end", "stage")):
             # a "stage" event at the resume step is logged again by the resumed run
             keep.append(line)
     write_atomic(path, "".join(k + "\n" for k in keep))

@@ -4,12 +4,13 @@
     for f in describe_fields(cfg): print(f.path, f.type_name, f.value, f.doc)
 
 A path walks nested dataclasses (``policy.head``), tuples of dataclasses by index or by ``name``
-(``stages.0.lr``, ``stages.align.lr``) and mappings of dataclasses by key (``policy.embodiments.sawyer.state_dim``).
-Values are parsed by the field's annotation: bool, int, float, str, Literal choices, tuples (comma-separated or a
-JSON list), mappings and dataclasses (JSON). An unknown path or a bad value is an error naming what was expected,
-with a did-you-mean. A dataclass with ``field_aliases()`` (``{old_name: "new.path"}``) still accepts its old
-field names (``policy.num_bins`` for ``policy.head_settings.tokens.num_bins``). Field docs come from attribute
-docstrings, ``metadata["help"]``, inline ``# comments`` or a fallback table, in that order.
+(``stages.0.lr``, ``stages.align.lr``) and mappings of dataclasses by key
+(``policy.embodiments.sawyer.state_dim``). Values are parsed by the field's annotation: bool, int, float, str,
+Literal choices, tuples (comma-separated or a JSON list), mappings and dataclasses (JSON). An unknown path or
+a bad value is an error naming what was expected, with a did-you-mean. A dataclass with ``field_aliases()``
+(``{old_name: "new.path"}``) still accepts its old field names (``policy.num_bins`` for
+``policy.head_settings.tokens.num_bins``). Field docs come from attribute docstrings, ``metadata["help"]``,
+inline ``# comments`` or a fallback table, in that order.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ _FALLBACK_DOCS: dict[tuple[type, str], str] = {
     (PolicyConfig, "chunk_size"): "Actions per predicted chunk (H).",
     (PolicyConfig, "image_size"): "Square image side in pixels the policy takes (64..224).",
     (PolicyConfig, "cameras"): "Camera names, in order (observation.images.<camera>).",
-    (PolicyConfig, "language_encoder"): "minilm (frozen all-MiniLM-L6-v2) or hash (small trainable bag of words).",
-    (PolicyConfig, "embodiments"): "Robots: JSON {name: {state_dim, action_dim}}; taken from the dataset when "
-                                   "embodiments_from_data is true.",
+    (PolicyConfig, "language_encoder"): "minilm (frozen all-MiniLM-L6-v2) or hash "
+                                        "(small trainable bag of words).",
+    (PolicyConfig, "embodiments"): "Robots: JSON {name: {state_dim, action_dim}}; taken from the dataset "
+                                   "when embodiments_from_data is true.",
     (PolicyConfig, "d_model"): "Width of the fusion transformer.",
     (PolicyConfig, "depth"): "Layers of the fusion transformer.",
     (PolicyConfig, "heads"): "Attention heads of the fusion transformer.",
@@ -62,7 +64,8 @@ class FieldInfo:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """``{field: doc}`` for a dataclass, from its attribute docstrings, metadata, comments or the fallback table."""
+    """``{field: doc}`` for a dataclass, from its attribute docstrings, metadata, comments or the fallback
+    table."""
     docs: dict[str, str] = {}
     try:
         lines, _ = inspect.getsourcelines(cls)
@@ -180,7 +183,8 @@ def help_table(config: Any, width: int = 100) -> str:
         value = f" = {f.value}" if f.value != "" else ""
         lines.append(f"  --{f.path}  {f.type_name}{value}")
         if f.doc:
-            lines.extend(textwrap.wrap(f.doc, width=width, initial_indent="      ", subsequent_indent="      "))
+            lines.extend(textwrap.wrap(f.doc, width=width, initial_indent="      ",
+                                       subsequent_indent="      "))
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Training recipes: named presets, stages (which parameters train), AdamW groups and the learning-rate shape.
+"""Training recipes: named presets, stages (which parameters train), AdamW groups, gradient clipping and the
+learning-rate shape.
 
 Presets (``get_preset(name)``, a typo gets a did-you-mean):
 
@@ -11,12 +12,14 @@ Presets (``get_preset(name)``, a typo gets a did-you-mean):
 - ``debug``: the ``tiny`` policy, a few steps in two stages, checkpoints and validation every few steps.
 
 Fresh parameters. With ``--init``, tensors are loaded by name and shape; what the checkpoint cannot provide (a
-new embodiment's head, state encoder and embodiment token, or a module whose shape changed) is "fresh". A stage
-with ``train_fresh`` (the default, and so ``align``) trains fresh parameters even where their group is frozen:
-a new robot's state encoder learns while the pretrained encoders stay put. ``specialize`` sets
+new embodiment's head, state encoder and embodiment token, or a module whose shape changed) is "fresh". A
+stage with ``train_fresh`` (the default, and so ``align``) trains fresh parameters even where their group is
+frozen: a new robot's state encoder learns while the pretrained encoders stay put. ``specialize`` sets
 ``train_fresh=false``: by then fresh modules have trained through two stages and only heads move.
 
-The torch-dependent helpers import torch inside; presets do not.
+The stage, optimizer and clipping helpers (``apply_stage``, ``make_optimizer``, ``clip_gradients``) are the
+training engine's, shared by the trainer and online adaptation (``vlaforge.online.adaptation``). The
+torch-dependent helpers import torch inside; presets do not.
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ def scratch() -> TrainConfig:
 
 @register("finetune")
 def finetune() -> TrainConfig:
-    """Adapt a trained checkpoint (--init) to new data: align (encoders frozen; fusion, projections and heads at
-    1e-3; fresh modules train) -> cofinetune (all at 2e-5) -> specialize (heads at 1e-5)."""
+    """Adapt a trained checkpoint (--init) to new data: align (encoders frozen; fusion, projections and heads
+    at 1e-3; fresh modules train) -> cofinetune (all at 2e-5) -> specialize (heads at 1e-5)."""
     return TrainConfig(
         policy=policy_presets.get("default"), steps=3000, warmup=0.05, ema_decay=0.995,
         stages=(
@@ -64,19 +67,19 @@ def finetune() -> TrainConfig:
 
 @register("demo")
 def demo() -> TrainConfig:
-    """What ``make demo`` trains: the ``compact`` policy from scratch on a few tasks, sized for under 10 minutes on
-    a 2-core CPU without native bf16 (one stage, high learning rate, short warm-up, fast EMA)."""
-    # augmentation off: random shifts of +-4 px blur the drawer / button position the policy must read from the
-    # image (measured: 73% vs 62% mean success after 1000 steps on the demo tasks)
-    # auxiliary loss on the recorded object positions (policy.aux_env_weight, docs/training.md): without it the
-    # 96 px policy reached 81.7-93.3% in 2,200 steps (button-press 45-80%, benchmarks/results/demo*.md), with it
-    # 100% (demo_aux.md)
-    # the compact policy and lr 2e-3 (issue 13, benchmarks/results/demo_search.md): the 96 px `demo` policy needed
-    # 2,200 steps of ~0.95 s on an AVX2 CPU (35 min). `compact` with 4x MLPs reached 100% in 1,800 steps at lr 2e-3
-    # (85-90% on button-press at lr 1e-3) but took 7-10 min of training on the busy emulated AVX2 machine; with
-    # 2x MLPs (the preset) a step is ~20% cheaper and 1,800 steps at lr 2e-3 reach 100% too
-    return TrainConfig(policy=policy_presets.get("compact").replace(aux_env_weight=1.0), steps=1800, batch_size=64,
-                       lr=2e-3, warmup=0.03,
+    """What ``make demo`` trains: the ``compact`` policy from scratch on a few tasks, sized for under 10
+    minutes on a 2-core CPU without native bf16 (one stage, high learning rate, short warm-up, fast EMA)."""
+    # augmentation off: random shifts of +-4 px blur the drawer / button position the policy must read from
+    # the image (measured: 73% vs 62% mean success after 1000 steps on the demo tasks)
+    # auxiliary loss on the recorded object positions (policy.aux_env_weight, docs/training.md): without it
+    # the 96 px policy reached 81.7-93.3% in 2,200 steps (button-press 45-80%, benchmarks/results/demo*.md),
+    # with it 100% (demo_aux.md)
+    # the compact policy and lr 2e-3 (issue 13, benchmarks/results/demo_search.md): the 96 px `demo` policy
+    # needed 2,200 steps of ~0.95 s on an AVX2 CPU (35 min). `compact` with 4x MLPs reached 100% in 1,800
+    # steps at lr 2e-3 (85-90% on button-press at lr 1e-3) but took 7-10 min of training on the busy emulated
+    # AVX2 machine; with 2x MLPs (the preset) a step is ~20% cheaper and 1,800 steps at lr 2e-3 reach 100% too
+    return TrainConfig(policy=policy_presets.get("compact").replace(aux_env_weight=1.0), steps=1800,
+                       batch_size=64, lr=2e-3, warmup=0.03,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.995, val_interval=500, val_batches=4,
                        ckpt_interval=500, log_interval=50, num_workers=0, threads=2, augment=False,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
@@ -84,26 +87,27 @@ def demo() -> TrainConfig:
 
 @register("mt10")
 def mt10() -> TrainConfig:
-    """The MT10 benchmark: the ``demo`` policy on ten tasks (500 demonstrations), sized for about 90 minutes on a
-    2-core CPU."""
-    # no auxiliary loss: with it, 6,000 steps reached 57.5% (its head learned per-task means, not positions) against
-    # 66.5% for 8,000 steps without (benchmarks/results/mt10_flow_aux.md, mt10_flow.md). Measured runs set steps=8000
-    # and bf16=true on a CPU with native bf16; 12,000 steps fp32 is untested. bf16=auto picks fp32 on AVX2-only
-    # CPUs, where a step of this policy takes ~1 s (12,000 steps: ~3.5 hours).
+    """The MT10 benchmark: the ``demo`` policy on ten tasks (500 demonstrations), sized for about 90 minutes
+    on a 2-core CPU."""
+    # no auxiliary loss: with it, 6,000 steps reached 57.5% (its head learned per-task means, not positions)
+    # against 66.5% for 8,000 steps without (benchmarks/results/mt10_flow_aux.md, mt10_flow.md). Measured runs
+    # set steps=8000 and bf16=true on a CPU with native bf16; 12,000 steps fp32 is untested. bf16=auto picks
+    # fp32 on AVX2-only CPUs, where a step of this policy takes ~1 s (12,000 steps: ~3.5 hours).
     return TrainConfig(policy=policy_presets.get("demo"), steps=12_000, batch_size=64,
                        lr=1e-3, warmup=0.02, augment=False,
-                       min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.999, val_interval=1000, val_batches=8,
-                       ckpt_interval=1000, log_interval=100, num_workers=0, threads=2,
+                       min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.999, val_interval=1000,
+                       val_batches=8, ckpt_interval=1000, log_interval=100, num_workers=0, threads=2,
                        stages=(StageConfig(name="train", train=PARAMETER_GROUPS),))
 
 
 @register("debug")
 def debug() -> TrainConfig:
-    """The tiny policy for a few steps in two stages (heads + fusion, then everything); validates and checkpoints
-    every few steps. For tests and for checking a setup end to end in seconds."""
+    """The tiny policy for a few steps in two stages (heads + fusion, then everything); validates and
+    checkpoints every few steps. For tests and for checking a setup end to end in seconds."""
     return TrainConfig(
         policy=policy_presets.get("tiny"), steps=12, batch_size=8, lr=1e-3, warmup=0.2, ema_decay=0.9,
-        stages=(StageConfig(name="warm", train=("fusion", "heads")), StageConfig(name="all", train=PARAMETER_GROUPS)),
+        stages=(StageConfig(name="warm", train=("fusion", "heads")),
+                StageConfig(name="all", train=PARAMETER_GROUPS)),
         val_interval=6, val_batches=2, log_interval=2, ckpt_interval=4, num_workers=0, augment=False,
         paraphrase=False,
     )
@@ -112,7 +116,8 @@ def debug() -> TrainConfig:
 # ------------------------------------------------------------------------------------------------- stages
 
 
-def apply_stage(model: nn.Module, stage: StageConfig, fresh: Iterable[str] = ()) -> dict[str, tuple[int, int]]:
+def apply_stage(model: nn.Module, stage: StageConfig,
+                fresh: Iterable[str] = ()) -> dict[str, tuple[int, int]]:
     """Set ``requires_grad`` for a stage; returns ``{group: (trainable, total)}`` parameter counts.
 
     A parameter trains when its group is in ``stage.train``, or when it is fresh and ``stage.train_fresh``.
@@ -132,8 +137,8 @@ def apply_stage(model: nn.Module, stage: StageConfig, fresh: Iterable[str] = ())
 
 
 def decay_split(model: nn.Module) -> tuple[list[str], list[str]]:
-    """Parameter names (decay, no_decay): weight decay only on the weight matrices of Linear, Conv and attention
-    input projections; never on norms, biases, embeddings, embedding bags or free learned tokens."""
+    """Parameter names (decay, no_decay): weight decay only on the weight matrices of Linear, Conv and
+    attention input projections; never on norms, biases, embeddings, embedding bags or free learned tokens."""
     from torch import nn
 
     matrix_modules = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -166,9 +171,18 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9,
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), foreach=True)
 
 
+def clip_gradients(params: Iterable[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """Scale the gradients of ``params`` so that their total L2 norm is at most ``max_norm`` (None or 0: no
+    limit); returns the total norm before clipping (the trainer logs it and stops on a non-finite one)."""
+    import torch
+
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else math.inf)
+
+
 class WarmupCosine:
-    """Learning-rate factor for ``LambdaLR``: linear warm-up from 1/w to 1 over ``w`` steps, then a cosine decay to
-    ``min_ratio`` at the stage's last step. A plain object, so the scheduler's state dict holds its numbers."""
+    """Learning-rate factor for ``LambdaLR``: linear warm-up from 1/w to 1 over ``w`` steps, then a cosine
+    decay to ``min_ratio`` at the stage's last step. A plain object, so the scheduler's state dict holds its
+    numbers."""
 
     def __init__(self, steps: int, warmup: float, min_ratio: float):
         self.steps = int(steps)
@@ -186,7 +200,8 @@ class WarmupCosine:
 def make_scheduler(optimizer, stage_steps: int, config: TrainConfig):
     import torch
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(stage_steps, config.warmup, config.min_lr_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                             WarmupCosine(stage_steps, config.warmup, config.min_lr_ratio))
 
 
 def stage_bounds(config: TrainConfig) -> list[tuple[int, int]]:

@@ -1,12 +1,13 @@
 """From a config and a dataset to the policy that trains: embodiments from the data, weights from ``init``.
 
 - ``resolve_policy``: the policy config and statistics a run trains with. With ``embodiments_from_data`` the
-  embodiments (names, state and action sizes) come from the dataset's statistics; with ``init`` the checkpoint's
-  embodiments are kept too (with the checkpoint's statistics when the dataset does not have them). An embodiment
-  the dataset has is normalized with the dataset's statistics: a fine-tuned head learns the new data's range.
+  embodiments (names, state and action sizes) come from the dataset's statistics; with ``init`` the
+  checkpoint's embodiments are kept too (with the checkpoint's statistics when the dataset does not have
+  them). An embodiment the dataset has is normalized with the dataset's statistics: a fine-tuned head learns
+  the new data's range.
 - ``load_init``: copy the checkpoint's tensors by name and shape; everything else is "fresh" (see recipe.py).
-- ``check_items``: the dataset's cameras, image size and keys fit the policy, with an error that says which flag
-  to change.
+- ``check_items``: the dataset's cameras, image size and keys fit the policy, with an error that says which
+  flag to change.
 """
 
 from __future__ import annotations
@@ -61,15 +62,16 @@ def resolve_policy(config: TrainConfig, data_stats: Mapping[str, Any]) -> tuple[
                 stats[e] = init_stats[e]
     missing = [e for e in policy.embodiments if e not in stats]
     if missing:
-        raise DataMismatchError(f"policy.embodiments: no statistics for {missing}: the dataset has {sorted(data_stats)}"
-                         f"{' and the init checkpoint ' + str(sorted(init_stats)) if init_stats else ''}; "
-                         f"set --embodiments_from_data=true or name embodiments the data has")
+        raise DataMismatchError(
+            f"policy.embodiments: no statistics for {missing}: the dataset has {sorted(data_stats)}"
+            f"{' and the init checkpoint ' + str(sorted(init_stats)) if init_stats else ''}; "
+            f"set --embodiments_from_data=true or name embodiments the data has")
     return policy, {e: stats[e] for e in policy.embodiments}
 
 
 def load_init(policy, path: str | Path) -> tuple[list[str], int, int]:
-    """Copy matching tensors from a checkpoint into ``policy``. Returns (fresh parameter names, tensors loaded,
-    tensors in the checkpoint)."""
+    """Copy matching tensors from a checkpoint into ``policy``. Returns (fresh parameter names, tensors
+    loaded, tensors in the checkpoint)."""
     import torch
     from safetensors.torch import load_file
 
@@ -89,15 +91,16 @@ def load_init(policy, path: str | Path) -> tuple[list[str], int, int]:
                 loaded.add(k)
     if len(loaded) < INIT_MIN_FRACTION * len(tensors):
         raise CheckpointError(
-            f"init: {path}: only {len(loaded)} of its {len(tensors)} tensors fit the policy; expected the same "
-            f"architecture (on the command line --init starts from the checkpoint's policy config; in Python use "
-            f"TrainConfig(policy=policy_config_from_checkpoint(path), ...))")
+            f"init: {path}: only {len(loaded)} of its {len(tensors)} tensors fit the policy; expected the "
+            f"same architecture (on the command line --init starts from the checkpoint's policy config; "
+            f"in Python use TrainConfig(policy=policy_config_from_checkpoint(path), ...))")
     fresh = [n for n, _ in policy.named_parameters() if n not in loaded]
     return fresh, len(loaded), len(tensors)
 
 
 def check_items(item: Mapping[str, Any], policy: PolicyConfig) -> None:
-    """Compare one dataset item with what the policy expects (cameras, image size); a clear error otherwise."""
+    """Compare one dataset item with what the policy expects (cameras, image size); a clear error
+    otherwise."""
     present = sorted(k for k in item if k.startswith("observation.images."))
     for cam in policy.cameras:
         key = image_key(cam)
@@ -107,9 +110,10 @@ def check_items(item: Mapping[str, Any], policy: PolicyConfig) -> None:
         shape = tuple(item[key].shape)
         want = (3, policy.image_size, policy.image_size)
         if shape != want:
-            hint = f"; set --policy.image_size={shape[-1]}" if len(shape) == 3 and shape[1] == shape[2] else ""
+            hint = (f"; set --policy.image_size={shape[-1]}" if len(shape) == 3 and shape[1] == shape[2]
+                    else "")
             raise DataMismatchError(f"dataset: {key}: expected images of shape {want} for policy.image_size="
                              f"{policy.image_size}, got {shape}{hint}")
     if len(tuple(item[ACTION].shape)) != 2 or item[ACTION].shape[0] != policy.chunk_size:
-        raise DataMismatchError(f"dataset: {ACTION}: expected shape ({policy.chunk_size}, D) for policy.chunk_size="
-                         f"{policy.chunk_size}, got {tuple(item[ACTION].shape)}")
+        raise DataMismatchError(f"dataset: {ACTION}: expected shape ({policy.chunk_size}, D) for "
+                                f"policy.chunk_size={policy.chunk_size}, got {tuple(item[ACTION].shape)}")

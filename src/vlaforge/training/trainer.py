@@ -4,8 +4,9 @@
     result = resume("runs/r1")                  # continue an interrupted run exactly where it stopped
 
 Run directory: ``config.json`` (the resolved config), ``log.jsonl``, ``train.log``, ``tensorboard/`` (when
-installed), ``checkpoints/last`` (full training state, see checkpoint.py), ``checkpoints/best`` (the EMA policy
-with the lowest validation loss) and, at the end, ``checkpoint/`` (the EMA policy; ``Policy.load`` opens it).
+installed), ``checkpoints/last`` (full training state, see checkpoint.py), ``checkpoints/best`` (the EMA
+policy with the lowest validation loss) and, at the end, ``checkpoint/`` (the EMA policy; ``Policy.load``
+opens it).
 
 Exactness. A run interrupted at step k and resumed reaches the same weights as an uninterrupted run (bit for
 bit on CPU): the data order is a function of the step (data.py), every generator state is saved, validation
@@ -45,14 +46,21 @@ from vlaforge.training.config import TrainConfig
 from vlaforge.training.data import train_loader, val_indices
 from vlaforge.training.ema import EMA
 from vlaforge.training.logger import RunLogger, truncate_log
-from vlaforge.training.recipe import apply_stage, make_optimizer, make_scheduler, stage_at, stage_bounds
+from vlaforge.training.recipe import (
+    apply_stage,
+    clip_gradients,
+    make_optimizer,
+    make_scheduler,
+    stage_at,
+    stage_bounds,
+)
 from vlaforge.training.resolve import check_items, load_init, resolve_policy
 from vlaforge.types import ACTION_IS_PAD, EMBODIMENT
 
 CONFIG_FILE, LAST, BEST, FINAL = "config.json", "checkpoints/last", "checkpoints/best", "checkpoint"
 #: fields a resumed run may change: they do not alter the weights it reaches
-RESUMABLE_OVERRIDES = ("num_workers", "log_interval", "val_interval", "val_batches", "ckpt_interval", "threads",
-                       "device", "tensorboard", "progress", "dataset", "out")
+RESUMABLE_OVERRIDES = ("num_workers", "log_interval", "val_interval", "val_batches", "ckpt_interval",
+                       "threads", "device", "tensorboard", "progress", "dataset", "out")
 
 
 class RunDirError(ValueError):
@@ -137,25 +145,26 @@ def train(config: TrainConfig, *, train_data=None, val_data=None,
 
 def resume(run_dir: str | Path, overrides=(), *, train_data=None, val_data=None,
            should_stop: Callable[[int], bool] | None = None) -> TrainResult:
-    """Continue the run in ``run_dir`` from its last checkpoint. ``overrides``: ``path=value`` items, limited to
-    fields that do not change the weights (``RESUMABLE_OVERRIDES``)."""
+    """Continue the run in ``run_dir`` from its last checkpoint. ``overrides``: ``path=value`` items,
+    limited to fields that do not change the weights (``RESUMABLE_OVERRIDES``)."""
     from vlaforge.training.overrides import apply_overrides, split_override
 
     config = load_run_config(run_dir).replace(out=str(run_dir))
     for item in overrides:
         path, _ = split_override(item)
         if path.split(".")[0] not in RESUMABLE_OVERRIDES:
-            raise RunDirError(f"--{path}: cannot change when resuming (it would change the weights the run reaches);"
+            raise RunDirError(f"--{path}: cannot change when resuming (it would change the weights "
+                              f"the run reaches);"
                               f" fields a resume may change: {', '.join(RESUMABLE_OVERRIDES)}")
     config = apply_overrides(config, overrides)
     return Trainer(config, train_data, val_data, resume=True, should_stop=should_stop).run()
 
 
 def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult | None:
-    """For jobs that are re-run until done (``make demo``, the benchmarks): ``None`` when ``config.out`` already
-    holds a finished run (its final policy), else resume the run there from its last checkpoint, else train it
-    afresh. A run directory that stopped before its first checkpoint holds nothing to keep (config and logs):
-    it is cleared and the run starts again."""
+    """For jobs that are re-run until done (``make demo``, the benchmarks): ``None`` when ``config.out``
+    already holds a finished run (its final policy), else resume the run there from its last checkpoint,
+    else train it afresh. A run directory that stopped before its first checkpoint holds nothing to keep
+    (config and logs): it is cleared and the run starts again."""
     out = Path(config.out)
     if (out / FINAL / "config.json").is_file():
         log(f"training run {out}: finished, reusing {out / FINAL}")
@@ -176,8 +185,8 @@ def open_datasets(config: TrainConfig, is_main: bool):
         raise ValueError("dataset: expected a dataset directory (--dataset DIR), got nothing")
     common = {"chunk_size": config.policy.chunk_size, "seed": config.seed, "progress": is_main,
               "env_state": config.policy.aux_env_weight > 0}
-    train_ds = ChunkDataset(config.dataset, split="train", augment=config.augment, paraphrase=config.paraphrase,
-                            **common)
+    train_ds = ChunkDataset(config.dataset, split="train", augment=config.augment,
+                            paraphrase=config.paraphrase, **common)
     val_ds = ChunkDataset(config.dataset, split="val", augment=False, paraphrase=False, **common)
     return train_ds, (val_ds if len(val_ds) else None)
 
@@ -191,7 +200,7 @@ class Trainer:
         self.train_data, self.val_data = train_data, val_data
         self.out = Path(config.out)
 
-    # -- setup ------------------------------------------------------------------------------------------------
+    # -- setup -----------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         owns_group = not torch.distributed.is_initialized()
         threads = torch.get_num_threads()
@@ -208,12 +217,14 @@ class Trainer:
     def _check_run_dir(self) -> None:
         last = self.out / LAST
         if self.resuming and not (last / ckpt.STATE_FILE).is_file():
-            raise RunDirError(f"{self.out}: no training checkpoint to resume from (missing {last}/{ckpt.STATE_FILE})")
+            raise RunDirError(f"{self.out}: no training checkpoint to resume from "
+                              f"(missing {last}/{ckpt.STATE_FILE})")
         if not self.resuming and self.out.exists() and any(self.out.iterdir()):
             if (last / ckpt.STATE_FILE).is_file():
                 raise RunDirError(f"{self.out}: the run directory already holds a run; continue it with "
                                   f"--resume {self.out}, or choose another --out")
-            raise RunDirError(f"{self.out}: the run directory is not empty (and holds no checkpoint to resume); "
+            raise RunDirError(f"{self.out}: the run directory is not empty "
+                              f"(and holds no checkpoint to resume); "
                               f"delete it or choose another --out")
 
     def _data(self):
@@ -245,8 +256,8 @@ class Trainer:
             loaded = None
             policy_cfg, stats = resolve_policy(cfg, train_ds.stats)
             cfg = self.config = cfg.replace(policy=policy_cfg)
-        # a dataset drawing from its own generator (augmentation) seeds it from torch's seed on first use: make
-        # that seed the run's (per rank), before any item is read
+        # a dataset drawing from its own generator (augmentation) seeds it from torch's seed on first use:
+        # make that seed the run's (per rank), before any item is read
         torch.manual_seed(_stream_seed(cfg.seed, d.rank))
         check_items((val_ds if val_ds is not None else train_ds)[0], policy_cfg)
         if d.is_main and not self.resuming:
@@ -257,7 +268,8 @@ class Trainer:
         fresh, init_note = [], ""
         if cfg.init and not self.resuming:
             fresh, n_loaded, n_ckpt = load_init(policy, cfg.init)
-            init_note = f"init: {n_loaded} of {n_ckpt} tensors from {cfg.init}; {len(fresh)} fresh parameter tensors"
+            init_note = (f"init: {n_loaded} of {n_ckpt} tensors from {cfg.init}; "
+                         f"{len(fresh)} fresh parameter tensors")
         policy.to(d.device)
         ema = EMA(policy, cfg.ema_decay)
         step, best, best_step = 0, None, None
@@ -267,18 +279,20 @@ class Trainer:
             st = loaded.state
             step, best, best_step, fresh = st.step, st.best_val, st.best_step, list(st.fresh)
             if st.step >= cfg.steps and (self.out / FINAL).is_dir():
-                raise RunDirError(f"{self.out}: the run already finished (step {st.step} of {cfg.steps}); its policy "
-                                  f"is in {self.out / FINAL}")
+                raise RunDirError(f"{self.out}: the run already finished (step {st.step} of {cfg.steps}); "
+                                  f"its policy is in {self.out / FINAL}")
             if st.batch_size != cfg.batch_size or st.sampler_position != step * cfg.batch_size:
-                raise ckpt.TrainingCheckpointError(f"{self.out / LAST}: expected batch_size {cfg.batch_size} and "
-                                                   f"position {step * cfg.batch_size}, got {st.batch_size} and "
-                                                   f"{st.sampler_position}")
+                raise ckpt.TrainingCheckpointError(
+                    f"{self.out / LAST}: expected batch_size {cfg.batch_size} and "
+                    f"position {step * cfg.batch_size}, got {st.batch_size} and "
+                    f"{st.sampler_position}")
         self.precision = self._precision(policy, loaded.state.bf16 if loaded is not None else None)
         self.policy, self.ema, self.fresh, self.best, self.best_step = policy, ema, fresh, best, best_step
         self.train_ds, self.val_ds = train_ds, val_ds
         self.per_rank = cfg.batch_size // d.world
         if cfg.batch_size % d.world:
-            raise ValueError(f"batch_size: expected a multiple of the {d.world} processes, got {cfg.batch_size}")
+            raise ValueError(f"batch_size: expected a multiple of the {d.world} processes, "
+                             f"got {cfg.batch_size}")
 
         if d.is_main and self.resuming:
             truncate_log(self.out, step)
@@ -287,13 +301,15 @@ class Trainer:
         self.stop.install()
         try:
             self._header(step, init_note)
-            # generator streams per rank (noise of generative heads, the dataset's own draws): restored on resume
+            # generator streams per rank (noise of generative heads, the dataset's own draws):
+            # restored on resume
             if loaded is not None and len(loaded.rng) == d.world:
                 ckpt.restore_rng(loaded.rng[d.rank])
             else:
                 if loaded is not None:
-                    self.log.info(f"resume: the checkpoint holds generator states for {len(loaded.rng)} processes, "
-                                  f"this run has {d.world}; reseeding (the result will not match bit for bit)")
+                    self.log.info(f"resume: the checkpoint holds generator states for {len(loaded.rng)} "
+                                  f"processes, this run has {d.world}; reseeding "
+                                  f"(the result will not match bit for bit)")
                 _seed_everything(_stream_seed(cfg.seed, d.rank) + step)
             return self._loop(step, loaded)
         finally:
@@ -302,7 +318,8 @@ class Trainer:
 
     def _precision(self, policy, recorded: bool | None) -> Precision:
         """bf16 or fp32 for this run: as recorded at the start of a resumed run (exact resume), else decided
-        by rank 0 (``resolve_bf16``, timing one training pass of each where the CPU has native bf16) and shared."""
+        by rank 0 (``resolve_bf16``, timing one training pass of each where the CPU has native bf16) and
+        shared."""
         cfg, d = self.config, self.dist
         if recorded is not None:
             return Precision(recorded, normalize_setting(cfg.bf16), "as chosen when the run started (resume)")
@@ -310,17 +327,19 @@ class Trainer:
         if d.is_main:
             batch = min(max(1, cfg.batch_size // d.world), 32)
             key = f"train|{d.device}|batch={batch}|" + json.dumps(policy.config.to_dict(), sort_keys=True)
-            p = resolve_bf16(cfg.bf16, d.device.type, probe=lambda bf16: self._probe_step(policy, bf16, batch),
-                             probe_key=key)
+            p = resolve_bf16(cfg.bf16, d.device.type,
+                             probe=lambda bf16: self._probe_step(policy, bf16, batch), probe_key=key)
         return dd.broadcast_object(p, d)
 
     def _probe_step(self, policy, bf16: bool, b: int) -> None:
-        """One forward + backward on a synthetic batch; weights, gradients and generators are left as they were."""
+        """One forward + backward on a synthetic batch; weights, gradients and generators are left as
+        they were."""
         cfg = policy.config
         emb, spec = next(iter(cfg.embodiments.items()))
         h, s = cfg.chunk_size, cfg.image_size
         batch = {f"observation.images.{c}": torch.rand(b, 3, s, s) for c in cfg.cameras}
-        batch.update({"observation.state": torch.zeros(b, spec.state_dim), "action": torch.zeros(b, h, spec.action_dim),
+        batch.update({"observation.state": torch.zeros(b, spec.state_dim),
+                      "action": torch.zeros(b, h, spec.action_dim),
                       "action_is_pad": torch.zeros(b, h, dtype=torch.bool), "task": ["probe"] * b,
                       "embodiment": [emb] * b})
         devices = [self.dist.device] if self.dist.device.type == "cuda" else []
@@ -336,7 +355,8 @@ class Trainer:
         cfg, d = self.config, self.dist
         total = self.policy.num_parameters()
         verb = "resuming at" if self.resuming else "starting at"
-        self.log.info(f"run {self.out}: {verb} step {step} of {cfg.steps}; {total:,} parameters; device {d.device}; "
+        self.log.info(f"run {self.out}: {verb} step {step} of {cfg.steps}; {total:,} parameters; "
+                      f"device {d.device}; "
                       f"{d.world} process(es), batch {cfg.batch_size} ({self.per_rank} per process)")
         val_n = len(self.val_ds) if self.val_ds is not None else 0
         self.log.info(f"data: {len(self.train_ds)} training items, {val_n} validation items"
@@ -351,9 +371,10 @@ class Trainer:
         self.log.event("precision", step, self.precision.to_dict())
         for i, (stage, (a, b)) in enumerate(zip(cfg.stages, stage_bounds(cfg))):
             self.log.info(f"stage {i} {stage.name!r}: steps {a}..{b - 1}, lr {cfg.stage_lr(stage):g}, "
-                          f"trains {', '.join(stage.train)}{' + fresh' if stage.train_fresh and self.fresh else ''}")
+                          f"trains {', '.join(stage.train)}"
+                          f"{' + fresh' if stage.train_fresh and self.fresh else ''}")
 
-    # -- the loop ---------------------------------------------------------------------------------------------
+    # -- the loop --------------------------------------------------------------------------------------------
     def _loop(self, step: int, loaded) -> TrainResult:
         cfg, d, policy = self.config, self.dist, self.policy
         loader = train_loader(self.train_ds, self.collate, cfg.batch_size, cfg.seed, d.rank, d.world,
@@ -386,8 +407,9 @@ class Trainer:
             sched = make_scheduler(opt, end - start, cfg)
             if loaded is not None and step > start:
                 if loaded.state.stage != si:
-                    raise ckpt.TrainingCheckpointError(f"{self.out / LAST}: optimizer state of stage "
-                                                       f"{loaded.state.stage}, expected stage {si} at step {step}")
+                    raise ckpt.TrainingCheckpointError(
+                        f"{self.out / LAST}: optimizer state of stage "
+                        f"{loaded.state.stage}, expected stage {si} at step {step}")
                 opt.load_state_dict(loaded.optim["optimizer"])
                 sched.load_state_dict(loaded.optim["scheduler"])
             loaded = None
@@ -403,7 +425,7 @@ class Trainer:
                 t_fwd = time.perf_counter()
                 (loss * weight if weight != 1.0 else loss).backward()
                 t2 = time.perf_counter()
-                gnorm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+                gnorm = clip_gradients(trainable, cfg.grad_clip)  # 0: no limit, the norm still measured
                 flags = torch.tensor([0.0 if math.isfinite(info["loss"]) and torch.isfinite(gnorm) else 1.0,
                                       1.0 if self.stop.signum is not None else 0.0])
                 dd.all_reduce_(flags, d, "max")
@@ -418,7 +440,8 @@ class Trainer:
                     self.log.event("interrupted", step, {"signal": self.stop.signum})
                     self.log.info(f"interrupted at step {step}; checkpoint saved. Continue with: "
                                   f"vlaforge train --resume {self.out}")
-                    return TrainResult(self.out, step, "interrupted", None, self.best, self.stop.signum or None)
+                    return TrainResult(self.out, step, "interrupted", None, self.best,
+                                       self.stop.signum or None)
                 self._lr = opt.param_groups[0]["lr"]  # the rate this step uses
                 opt.step()
                 sched.step()
@@ -437,7 +460,8 @@ class Trainer:
                 if cfg.ckpt_interval and step % cfg.ckpt_interval == 0 and step != cfg.steps:
                     self._save(step, si, opt, sched)
                 if self.should_stop is not None and self.should_stop(step) and step < cfg.steps:
-                    self.stop.signum = self.stop.signum or 0  # stops at the top of the next step, like a signal
+                    # stops at the top of the next step, like a signal
+                    self.stop.signum = self.stop.signum or 0
         if last_val_step != step:
             self._validate(step)
         self._save(step, len(cfg.stages) - 1, opt, sched)
@@ -445,15 +469,16 @@ class Trainer:
         if d.is_main:
             self.ema.model.save(final)
         dd.barrier(d)
-        self.log.event("end", step, {"best_val": self.best, "best_step": self.best_step, "checkpoint": str(final)})
+        self.log.event("end", step, {"best_val": self.best, "best_step": self.best_step,
+                                     "checkpoint": str(final)})
         self.log.info(f"done: step {step}; final policy (EMA) in {final}"
-                      + (f"; best validation loss {self.best:.4f} at step {self.best_step}" if self.best is not None
-                         else ""))
+                      + (f"; best validation loss {self.best:.4f} at step {self.best_step}"
+                         if self.best is not None else ""))
         return TrainResult(self.out, step, "finished", final, self.best)
 
     def _rank_weight(self, batch) -> float:
-        """With N processes: N * (this rank's unpadded target steps) / (the global batch's), so DDP's average of
-        per-rank mean losses is the mean over the global batch."""
+        """With N processes: N * (this rank's unpadded target steps) / (the global batch's), so DDP's
+        average of per-rank mean losses is the mean over the global batch."""
         if not self.dist.enabled:
             return 1.0
         pad = torch.as_tensor(batch[ACTION_IS_PAD])
@@ -462,7 +487,7 @@ class Trainer:
         dd.all_reduce_(counts, self.dist, "sum")
         return self.dist.world * mine / max(float(counts[0]), 1.0)
 
-    # -- logging, validation, checkpoints ----------------------------------------------------------------------
+    # -- logging, validation, checkpoints --------------------------------------------------------------------
     def _log_train(self, step: int, stage: str, opt, elapsed: float) -> None:
         values = self._acc.reduce(self.dist)
         n = values.pop("_steps")
@@ -470,7 +495,8 @@ class Trainer:
         values["samples_per_s"] = n * self.config.batch_size / max(elapsed, 1e-9)
         values["s_per_step"] = elapsed / max(n, 1)
         self.log.event("train", step, {"stage": stage, **values})
-        self.log.advance(int(n), {"loss": f"{values['loss']:.4f}", "samples/s": f"{values['samples_per_s']:.1f}"})
+        self.log.advance(int(n), {"loss": f"{values['loss']:.4f}",
+                                  "samples/s": f"{values['samples_per_s']:.1f}"})
 
     @torch.no_grad()
     def _validate(self, step: int) -> None:
@@ -478,14 +504,16 @@ class Trainer:
             return
         cfg, d, model = self.config, self.dist, self.ema.model
         embs = list(model.config.embodiments)
-        # (loss sum, unpadded target steps) overall, then per embodiment: heads average over unpadded steps, so
-        # weighting each batch by its count gives the mean over the whole validation set, however it is batched
+        # (loss sum, unpadded target steps) overall, then per embodiment: heads average over unpadded
+        # steps, so weighting each batch by its count gives the mean over the whole validation set,
+        # however it is batched
         sums = torch.zeros(2 * (1 + len(embs)), dtype=torch.float64)
         autocast = self.precision.autocast(d.device.type)
         devices = [d.device] if d.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed + 1)  # the same noise at every validation: comparable numbers
-            for idx in val_indices(len(self.val_ds), self.per_rank, cfg.val_batches, d.rank, d.world, cfg.seed):
+            for idx in val_indices(len(self.val_ds), self.per_rank, cfg.val_batches, d.rank, d.world,
+                                   cfg.seed):
                 batch = self.collate([self.val_ds[i] for i in idx])
                 with autocast:
                     _, info = model.compute_loss(batch)
@@ -517,18 +545,20 @@ class Trainer:
         rng = dd.gather_objects(ckpt.capture_rng(), d)
         if d.is_main:
             state = ckpt.TrainingState(step=step, stage=stage, sampler_position=step * cfg.batch_size,
-                                       ema_updates=self.ema.updates, best_val=self.best, best_step=self.best_step,
-                                       fresh=list(self.fresh), world_size=d.world, batch_size=cfg.batch_size,
-                                       seed=cfg.seed, bf16=self.precision.bf16)
-            ckpt.save_training_checkpoint(self.out / LAST, self.policy, self.ema.state_dict(), opt, sched, rng, state)
+                                       ema_updates=self.ema.updates, best_val=self.best,
+                                       best_step=self.best_step, fresh=list(self.fresh), world_size=d.world,
+                                       batch_size=cfg.batch_size, seed=cfg.seed, bf16=self.precision.bf16)
+            ckpt.save_training_checkpoint(self.out / LAST, self.policy, self.ema.state_dict(), opt, sched,
+                                          rng, state)
         dd.barrier(d)
         self.last_ckpt_step = step
         self.log.event("checkpoint", step, {"path": str(self.out / LAST)})
 
     def _nonfinite(self, step: int, stage: str, info: dict, gnorm: float) -> None:
         what = f"loss {info['loss']}" if not math.isfinite(info["loss"]) else f"gradient norm {gnorm}"
-        where = (f"the last good checkpoint is {self.out / LAST} (step {self.last_ckpt_step}); resume from it with "
-                 f"--resume {self.out}" if self.last_ckpt_step is not None else "no checkpoint was written yet")
+        where = (f"the last good checkpoint is {self.out / LAST} (step {self.last_ckpt_step}); "
+                 f"resume from it with --resume {self.out}"
+                 if self.last_ckpt_step is not None else "no checkpoint was written yet")
         msg = (f"non-finite {what} at step {step + 1} (stage {stage!r}); stopped without saving: {where}. "
                f"Try a lower lr, a smaller grad_clip, or bf16=false; check the data for NaN/Inf.")
         self.log.event("nonfinite", step, {"loss": info["loss"], "grad_norm": gnorm})
@@ -546,7 +576,8 @@ class _Accumulator:
     def reset(self) -> None:
         self.sums = torch.zeros(len(self.keys), dtype=torch.float64)
         self.counts = torch.zeros(len(self.keys), dtype=torch.float64)
-        self.other = torch.zeros(6, dtype=torch.float64)  # grad_norm, data, forward, backward, optimizer, steps
+        # grad_norm, data, forward, backward, optimizer, steps
+        self.other = torch.zeros(6, dtype=torch.float64)
 
     def add(self, info: dict, weight: float, gnorm: float, times: tuple[float, float, float, float]) -> None:
         """``times``: seconds waiting for data, in forward, in backward, in clipping + optimizer + EMA."""

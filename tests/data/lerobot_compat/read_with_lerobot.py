@@ -5,7 +5,7 @@ import sys
 import numpy as np
 
 logging.disable(logging.WARNING)
-from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata  # noqa: E402 - after silencing its logs
 
 root, out = sys.argv[1], sys.argv[2]
 backend = sys.argv[3] if len(sys.argv) > 3 else "pyav"

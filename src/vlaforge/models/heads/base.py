@@ -36,13 +36,16 @@ class ActionHead(nn.Module):
         self.d_model, self.chunk_size, self.action_dim = d_model, chunk_size, action_dim
         self.sampling_steps = 1
         # derived from the saved statistics, so not persisted in the weights
-        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).reshape(action_dim), persistent=False)
-        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).reshape(action_dim), persistent=False)
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32).reshape(action_dim),
+                             persistent=False)
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32).reshape(action_dim),
+                             persistent=False)
 
     def loss(self, cond: torch.Tensor, actions: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def sample(self, cond: torch.Tensor, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, cond: torch.Tensor, n: int = 1,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def predict(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -79,8 +82,8 @@ class ChunkDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond_feat: torch.Tensor,
                 pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``pad_mask`` (B, H), True past the episode end: those steps are never attended to, so padding cannot
-        leak into the prediction for real steps."""
+        """``pad_mask`` (B, H), True past the episode end: those steps are never attended to, so padding
+        cannot leak into the prediction for real steps."""
         temb = self.time_mlp(timestep_embedding(t, self.width))  # (B, w)
         h = self.in_proj(x) + cond_feat + temb[:, None]
         if pad_mask is not None:

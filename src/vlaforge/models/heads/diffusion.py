@@ -52,7 +52,8 @@ class DiffusionHead(ActionHead):
         for i, k in enumerate(ks):
             ab = self.alpha_bars[k]
             ab_prev = self.alpha_bars[ks[i + 1]] if i + 1 < len(ks) else torch.tensor(1.0, device=x.device)
-            x0 = self.clamp_range(self.net(x, torch.full((b * n,), k / self.train_steps, device=x.device), feat))
+            x0 = self.clamp_range(self.net(x, torch.full((b * n,), k / self.train_steps, device=x.device),
+                                           feat))
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # the noise implied by x0
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return x.view(b, n, h, self.action_dim)

@@ -1,5 +1,6 @@
 """Token head: every action dimension quantized into ``num_bins`` uniform bins over the data's normalized
-range, predicted with cross-entropy; decoded by bin centres (argmax for ``predict``, sampling for ``sample``)."""
+range, predicted with cross-entropy; decoded by bin centres (argmax for ``predict``, sampling for
+``sample``)."""
 
 from __future__ import annotations
 

@@ -8,13 +8,17 @@
     adapter.close()                           # packs the recorded corrections dataset
 
 What one ``adapt()`` does: ``steps`` AdamW steps on the chosen parameter groups only (default the action
-heads; ``("heads", "fusion")`` also moves the transformer), every other parameter frozen. Each batch mixes
+heads; ``("heads", "fusion")`` also moves the transformer), every other parameter frozen. The pieces are the
+training engine's (``vlaforge.training.recipe``): the groups train as one stage (``apply_stage``), the
+optimizer is ``make_optimizer`` (AdamW; ``weight_decay``, 0 by default, only on weight matrices, as in
+training) with torch's default betas ``BETAS``, and gradients are clipped by ``clip_gradients``; the learning
+rate is constant (no warm-up: a few steps from trained weights). Each batch mixes
 corrections from the buffer with items replayed from the original training data (``replay_fraction`` of the
 batch; ``vlaforge.data.collate`` builds it) so that the tasks the policy already solves are not forgotten.
 A fresh optimizer per adaptation (no moment carried over: rollback cannot leave a stale optimizer state).
-``time_limit_s`` (default 60) stops an adaptation early. ``anchor`` > 0 adds ``anchor * sum ||p - p0||^2`` over the
-trained parameters, ``p0`` the weights the adapter was given (L2-SP), so a few corrections cannot pull the policy
-far from what it was.
+``time_limit_s`` (default 60) stops an adaptation early. ``anchor`` > 0 adds ``anchor * sum ||p - p0||^2``
+over the trained parameters, ``p0`` the weights the adapter was given (L2-SP), so a few corrections cannot
+pull the policy far from what it was.
 
 Versions: version 0 is the weights the adapter was given; each adaptation appends one. In memory the adapter
 keeps copies of the trained groups' tensors (the only ones it changes) for the last ``max_versions``
@@ -43,7 +47,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from vlaforge.fsutil import atomic_path
+from vlaforge.training.config import StageConfig
+from vlaforge.training.recipe import apply_stage, clip_gradients, make_optimizer
 from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_STATE, TASK, image_key
+
+#: AdamW betas of an adaptation: torch's defaults (training's recipe uses (0.9, 0.95) over thousands of steps)
+BETAS = (0.9, 0.999)
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class OnlineAdapter:
         groups = policy.parameter_groups()
         train_groups = (train_groups,) if isinstance(train_groups, str) else tuple(train_groups)
         unknown = [g for g in train_groups if g not in groups]
-        if not train_groups or unknown:
+        if not train_groups or unknown or len(set(train_groups)) != len(train_groups):
             raise ValueError(f"OnlineAdapter.train_groups: expected a non-empty subset of {sorted(groups)}, "
                              f"got {list(train_groups)}")
         empty = [g for g in train_groups if not groups[g]]
@@ -123,6 +132,8 @@ class OnlineAdapter:
                                  f"the replay dataset has {list(have)}")
         self.replay = replay
         self.train_groups = train_groups
+        # the training stage an adaptation runs: these groups train, nothing else (fresh or not)
+        self._stage = StageConfig(name="adapt", train=train_groups, train_fresh=False)
         # the only tensors adapt() changes
         self._params = [(n, p) for g in train_groups for n, p in groups[g]]
         self.buffer: deque[_Correction] = deque(maxlen=buffer_size)
@@ -242,22 +253,19 @@ class OnlineAdapter:
 
     def adapt(self, steps: int | None = None) -> AdaptResult:
         """Fine-tune the chosen groups on corrections + replay for ``steps`` steps; a new version."""
-        import torch
-
         if not self.buffer:
             raise RuntimeError("adapt: no corrections in the buffer yet (add_correction first)")
         steps = self.steps if steps is None else int(steps)
         policy = self.policy
         flags = {n: p.requires_grad for n, p in policy.named_parameters()}
-        mine = {n for n, _ in self._params}
         was_training = policy.training
         t0 = time.perf_counter()
         losses: list[float] = []
         n_rep, stopped = 0, False
         try:
-            for n, p in policy.named_parameters():
-                p.requires_grad_(n in mine)
-            opt = torch.optim.AdamW([p for _, p in self._params], lr=self.lr, weight_decay=self.weight_decay)
+            apply_stage(policy, self._stage)  # only the chosen groups require grad
+            opt = make_optimizer(policy, self.lr, self.weight_decay, BETAS)  # over exactly those parameters
+            trainable = [p for _, p in self._params]
             policy.train()
             for _ in range(steps):
                 if time.perf_counter() - t0 > self.time_limit_s:
@@ -270,8 +278,7 @@ class OnlineAdapter:
                     loss = loss + self.anchor * sum(((p - base[n]) ** 2).sum() for n, p in self._params)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if self.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_([p for _, p in self._params], self.grad_clip)
+                clip_gradients(trainable, self.grad_clip)  # None: no limit
                 opt.step()
                 losses.append(float(loss.detach()))
         finally:

@@ -1,6 +1,6 @@
 """A tiny policy trained for a few hundred steps on ``vlaforge.synthetic``, once per test process.
 
-Shared by the confidence, adaptation and deploy-sim tests: training runs once (cached), every test gets a
+Shared by the confidence and adaptation tests: training runs once (cached), every test gets a
 fresh copy of the trained weights so that one test's adaptation never leaks into another.
 """
 

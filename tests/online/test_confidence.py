@@ -8,20 +8,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save as safetensors_bytes
 
 from tests.conftest import uniform_stats
-from tests.runtime.tiny_trained import noise_frames, trained_policy, training_frames
+from tests.online.tiny_trained import noise_frames, trained_policy, training_frames
 from vlaforge import presets
-from vlaforge.policy import Policy
-from vlaforge.runtime.confidence import (
+from vlaforge.online.confidence import (
     CONFIDENCE_FILE,
     DENSITY_FILE,
     ConfidenceEstimator,
     ConfidenceNotSupported,
 )
+from vlaforge.policy import Policy
 from vlaforge.runtime.controller import Controller, Status
 from vlaforge.runtime.safety import SafetyConfig, SafetyLayer
-from safetensors.numpy import save as safetensors_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +181,8 @@ def test_density_calibration_round_trips_bit_exactly(tmp_path):
     loaded = ConfidenceEstimator.load(Policy.load(ckpt), ckpt)
     assert loaded.combined and loaded.threshold == threshold and loaded.calibration == est.calibration
     a, b = est.feature_density.to_arrays(), loaded.feature_density.to_arrays()
-    assert sorted(a) == sorted(b) and len(a) == 13  # 4 modalities x (mean, precision, reference) + known instructions
+    # 4 modalities x (mean, precision, reference) + known instructions
+    assert sorted(a) == sorted(b) and len(a) == 13
     for k in a:
         assert a[k].dtype == b[k].dtype == np.float64 and np.array_equal(a[k], b[k]), k
     frames = training_frames(8, seed=52) + noise_frames(8, seed=53)
@@ -197,7 +198,8 @@ def test_density_calibration_round_trips_bit_exactly(tmp_path):
     data = safetensors_bytes(old, metadata={"format_version": "2"})
     (ckpt / DENSITY_FILE).write_bytes(data)
     meta = json.loads((ckpt / CONFIDENCE_FILE).read_text())
-    meta.update(format_version=2, density_file={"name": DENSITY_FILE, "sha256": hashlib.sha256(data).hexdigest()})
+    meta.update(format_version=2,
+                density_file={"name": DENSITY_FILE, "sha256": hashlib.sha256(data).hexdigest()})
     (ckpt / CONFIDENCE_FILE).write_text(json.dumps(meta))
     v2 = ConfidenceEstimator.load(Policy.load(ckpt), ckpt)
     t2 = v2.score_table(frames)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tests.conftest import uniform_stats
-from tests.runtime.tiny_trained import trained_policy, training_frames
+from tests.online.tiny_trained import trained_policy, training_frames
 from vlaforge import presets, synthetic
+from vlaforge.online.adaptation import OnlineAdapter
 from vlaforge.policy import Policy
-from vlaforge.runtime.adaptation import OnlineAdapter
 
 H = presets.get("tiny").chunk_size
 
@@ -201,7 +201,8 @@ def test_anchor_keeps_the_adapted_weights_near_the_deployed_ones():
             adapter.add_correction(f, chunk(0.9))
         adapter.adapt()
         with torch.no_grad():
-            drift[anchor] = sum(float(((p - base[n]) ** 2).sum()) for n, p in policy.parameter_groups()["heads"])
+            drift[anchor] = sum(float(((p - base[n]) ** 2).sum())
+                                for n, p in policy.parameter_groups()["heads"])
     assert drift[0.0] > 0 and drift[10.0] < 0.5 * drift[0.0], drift
     with pytest.raises(ValueError, match="anchor: expected a value >= 0"):
         OnlineAdapter(fresh_policy(), anchor=-1.0)

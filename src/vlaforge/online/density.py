@@ -7,7 +7,7 @@ features, Lee et al. 2018, here one Gaussian per embodiment and modality):
     parts = density.normalized(features, embodiments)           # {modality: (B,)}: distance / in-dist. p99
 
 Per embodiment and modality (``language``, ``image``, ``state``: ``Policy.modality_features``; ``pixels``: a
-coarse thumbnail of each camera image, ``vlaforge.runtime.confidence.thumbnails``) it keeps the
+coarse thumbnail of each camera image, ``vlaforge.online.confidence.thumbnails``) it keeps the
 mean of the calibration features and the inverse of a shrunk covariance ``(1 - a) S + a tr(S) / F I``
 (``a = shrinkage``; with a few hundred frames and F in the hundreds the sample covariance ``S`` alone is
 singular). A frame's distance is ``sqrt((x - mean)^T P (x - mean))``; it is reported normalized by the 99th
@@ -17,10 +17,11 @@ Language is the exception: its in-distribution features are the few instructions
 its part is the Euclidean distance to the nearest of them, in units of half the median distance between
 neighbouring known instructions (0 for a known instruction; 1 halfway to the nearest one).
 
-The Gaussian parts' reference distances are **cross-fitted**: the calibration frames are split into ``folds`` parts and each
-part's distances come from a Gaussian fitted on the other parts. A frame's distance to a Gaussian fitted on
-that same frame is biased low (more so the more dimensions per frame), so in-sample percentiles would make
-every fresh in-distribution frame look novel. The stored Gaussian is then fitted on all frames.
+The Gaussian parts' reference distances are **cross-fitted**: the calibration frames are split into ``folds``
+parts and each part's distances come from a Gaussian fitted on the other parts. A frame's distance to a
+Gaussian fitted on that same frame is biased low (more so the more dimensions per frame), so in-sample
+percentiles would make every fresh in-distribution frame look novel. The stored Gaussian is then fitted on all
+frames.
 
 Numbers are float64 numpy; nothing here imports torch.
 """
@@ -38,9 +39,9 @@ MODALITIES = ("language", "image", "state", "pixels")
 # files written before the pixel part (confidence format 2) hold only these; they load without it
 LEGACY_MODALITIES = ("language", "image", "state")
 TENSORS = ("mean", "precision", "reference", "known")  # per embodiment and modality, in the saved file
-# a modality whose in-distribution values are a few distinct points (the trained instructions) is scored by the
-# distance to the nearest of them: a Gaussian around their centroid ranks a new sentence, which sits near the
-# centroid of sentence embeddings, as *more* typical than the known ones (measured on MT10: AUROC 0.10)
+# a modality whose in-distribution values are a few distinct points (the trained instructions) is scored by
+# the distance to the nearest of them: a Gaussian around their centroid ranks a new sentence, which sits near
+# the centroid of sentence embeddings, as *more* typical than the known ones (measured on MT10: AUROC 0.10)
 DISCRETE = ("language",)
 MIN_FRAMES = 8  # per embodiment; fewer and the embodiment gets no density component
 EPS = 1e-12
@@ -55,7 +56,8 @@ class Gaussian:
     p50: float  # median of the cross-fitted in-distribution distances
     p99: float  # their 99th percentile: the unit of the normalized distance
     frames: int
-    known: np.ndarray | None = None  # (K, F) distinct calibration features: nearest-neighbour distance instead
+    # (K, F) distinct calibration features: nearest-neighbour distance instead
+    known: np.ndarray | None = None
 
     def distance(self, x: np.ndarray) -> np.ndarray:
         """(B, F) -> (B,) Mahalanobis distances (or, with ``known``, Euclidean distance to the nearest known
@@ -162,8 +164,8 @@ class FeatureDensity:
                     g = Gaussian(mean, precision, float(np.percentile(ref, 50)), unit, len(rows), known)
                 else:
                     ref = cross_fitted_distances(xe, shrinkage, folds, seed)
-                    g = Gaussian(mean, precision, float(np.percentile(ref, 50)), float(np.percentile(ref, 99)),
-                                 len(rows))
+                    g = Gaussian(mean, precision, float(np.percentile(ref, 50)),
+                                 float(np.percentile(ref, 99)), len(rows))
                 gaussians[e][m] = g
                 cross[m][rows] = ref / max(g.p99, EPS)
         return (cls(gaussians, shrinkage, folds) if gaussians else None), cross
@@ -206,8 +208,9 @@ class FeatureDensity:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], dims: Mapping[str, int],
                     embodiments: Sequence[str], shrinkage: float, folds: int, source: str,
                     modalities: Sequence[str] = MODALITIES) -> "FeatureDensity":
-        """Inverse of ``to_arrays``, checked against the policy (its embodiments and feature widths) and against
-        the ``modalities`` the file must hold (``LEGACY_MODALITIES`` for files from before the pixel part)."""
+        """Inverse of ``to_arrays``, checked against the policy (its embodiments and feature widths) and
+        against the ``modalities`` the file must hold (``LEGACY_MODALITIES`` for files from before the pixel
+        part)."""
         keys: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for k, v in arrays.items():
             parts = k.split("/")

@@ -31,14 +31,15 @@ saturates and answers confidently. The **density** component (``density=True``, 
 novelty of the input itself, from the policy's pre-fusion features (``Policy.modality_features``) of the same
 single encode pass as the head's method: for image and state the Mahalanobis distance to Gaussians fitted per
 embodiment and modality on the calibration frames, for language the distance to the nearest instruction seen
-in calibration (``vlaforge.runtime.density``). A fourth part, ``pixels``, is the Mahalanobis distance of a
+in calibration (``vlaforge.online.density``). A fourth part, ``pixels``, is the Mahalanobis distance of a
 ``PIXEL_GRID`` x ``PIXEL_GRID`` thumbnail of each camera image (``thumbnails``): the encoder's pooled tokens
 average a local change (an occluder over a quarter of the view) into the rest of the scene, the thumbnail of a
 fixed camera keeps where it is (measured on MT10: occlusion AUROC 0.905 from the image tokens, 0.999 from the
 thumbnail). It flags any change of the view, benign ones (lighting, a moved camera) included.
 Once calibrated, both are put in the same unit, "times the 99th percentile of in-distribution frames":
 
-    parts = {"head": d_head / p99_head, "language": d_lang / p99_lang, "image": ..., "state": ..., "pixels": ...}
+    parts = {"head": d_head / p99_head, "language": d_lang / p99_lang, "image": ..., "state": ...,
+             "pixels": ...}
     disagreement = max(parts.values());   score = 1 / (1 + disagreement)
 
 so one component far outside what calibration saw is enough to lower the score. Before calibration (or with
@@ -47,8 +48,6 @@ so one component far outside what calibration saw is enough to lower the score. 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -58,15 +57,14 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from vlaforge.config import HEADS, head_names
-from vlaforge.fsutil import write_atomic, write_json_atomic
-from vlaforge.runtime.density import EPS, LEGACY_MODALITIES, MODALITIES, FeatureDensity
+from vlaforge.online import confidence_file
+from vlaforge.online.confidence_file import CONFIDENCE_FILE, DENSITY_FILE, FORMAT_VERSION, has_calibration
+from vlaforge.online.density import EPS, MODALITIES, FeatureDensity
 from vlaforge.types import ACTION, EMBODIMENT, OBS_STATE, TASK, image_key
 
-CONFIDENCE_FILE = "confidence.json"
-DENSITY_FILE = "confidence.safetensors"  # the density statistics (float64 means and precision matrices)
-FORMAT_VERSION = 3
-# version 1: no density component, read as density=False; version 2: no pixel part, read without it
-READABLE_VERSIONS = (1, 2, 3)
+__all__ = ["CONFIDENCE_FILE", "DENSITY_FILE", "FORMAT_VERSION", "METHODS", "Confidence",
+           "ConfidenceEstimator", "ConfidenceNotSupported", "auto_method", "feature_dims", "has_calibration",
+           "thumbnails"]
 PIXEL_GRID = 16  # side of the per-camera thumbnail of the density's pixel part
 METHODS = ("auto", "samples", "entropy", "tta")
 SETTINGS = ("method", "n_samples", "threshold", "shift_px", "state_jitter", "seed", "density", "shrinkage",
@@ -113,7 +111,7 @@ class ConfidenceEstimator:
 
     ``density`` (default True): ``calibrate`` also fits the feature-density statistics and, from then on, the
     score combines them with the head's method (module docstring). ``shrinkage``: the covariance shrinkage
-    ``a``; ``folds``: cross-fitting folds of the in-distribution distances (``vlaforge.runtime.density``)."""
+    ``a``; ``folds``: cross-fitting folds of the in-distribution distances (``vlaforge.online.density``)."""
 
     def __init__(self, policy: Any, n_samples: int = 5, threshold: float | None = None, method: str = "auto",
                  shift_px: int = 4, state_jitter: float = 0.05, seed: int = 0, batch_size: int = 32,
@@ -332,7 +330,7 @@ class ConfidenceEstimator:
         """Set the threshold to the ``percentile``-th percentile of the scores of in-distribution frames
         (validation frames the policy did not train on): about ``100 - percentile`` % of such frames
         proceed. With ``density``, first fit the feature-density statistics on the same frames; their own
-        density parts are cross-fitted (``vlaforge.runtime.density``) so the threshold is not biased by the
+        density parts are cross-fitted (``vlaforge.online.density``) so the threshold is not biased by the
         fit. Returns the threshold."""
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"calibrate.percentile: expected a value in [0, 100], got {percentile!r}")
@@ -396,45 +394,15 @@ class ConfidenceEstimator:
 
     def save(self, checkpoint_dir: str | os.PathLike) -> Path:
         """Write ``confidence.json`` (and, with density statistics, ``confidence.safetensors`` first) into the
-        checkpoint directory, each atomically; the JSON records the SHA-256 of the tensors it goes with.
-        ``Policy.load`` ignores both; ``Policy.save`` to the same directory replaces the directory and drops
-        them."""
-        from safetensors.numpy import save as safetensors_bytes
-
-        directory = Path(checkpoint_dir)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"{directory}: expected a checkpoint directory, found none")
-        meta = self.to_dict()
-        meta["density_file"] = None
-        if self.feature_density is not None:
-            data = safetensors_bytes(self.feature_density.to_arrays(),
-                                     metadata={"format_version": str(FORMAT_VERSION)})
-            write_atomic(directory / DENSITY_FILE, data)
-            meta["density_file"] = {"name": DENSITY_FILE, "sha256": hashlib.sha256(data).hexdigest()}
-        path = directory / CONFIDENCE_FILE
-        write_json_atomic(path, meta, indent=2)
-        if self.feature_density is None:
-            (directory / DENSITY_FILE).unlink(missing_ok=True)  # a stale one from an earlier calibration
-        return path
+        checkpoint directory, each atomically; the JSON records the SHA-256 of the tensors it goes with
+        (``vlaforge.online.confidence_file``). ``Policy.load`` ignores both; ``Policy.save`` to the same
+        directory replaces the directory and drops them."""
+        return confidence_file.write(checkpoint_dir, self.to_dict(), self.feature_density)
 
     @classmethod
     def load(cls, policy: Any, checkpoint_dir: str | os.PathLike, **overrides: Any) -> "ConfidenceEstimator":
         """The estimator saved beside a checkpoint (``overrides`` replace saved settings)."""
-        path = Path(checkpoint_dir) / CONFIDENCE_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no calibrated confidence estimator here (ConfidenceEstimator"
-                                    f".calibrate + save, or benchmarks/confidence.py --save-calibration)")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: expected JSON, got a parse error: {e}") from None
-        if meta.get("format_version") not in READABLE_VERSIONS:
-            raise ValueError(f"{path}: expected format_version in {READABLE_VERSIONS}, "
-                             f"got {meta.get('format_version')!r}")
-        if meta.get("head") != policy.config.head:
-            raise ValueError(f"{path}: calibrated for a {meta.get('head')!r} head, the policy has "
-                             f"{policy.config.head!r}")
-        density = _load_density(policy, path, meta)
+        path, meta, density = confidence_file.read(policy, checkpoint_dir, feature_dims(policy))
         kw = {k: meta[k] for k in SETTINGS if k in meta}
         kw.setdefault("density", False)  # version 1
         saved = bool(kw["density"]) and density is not None  # the score the saved threshold is for
@@ -445,32 +413,6 @@ class ConfidenceEstimator:
         est = cls(policy, **kw)
         est._adopt(meta.get("calibration"), density, str(path))
         return est
-
-
-def _load_density(policy: Any, path: Path, meta: Mapping[str, Any]) -> FeatureDensity | None:
-    """The density statistics ``confidence.json`` points to, checked against it and against the policy."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as safetensors_load
-
-    info = meta.get("density_file")
-    if not info:
-        return None
-    tpath = path.parent / DENSITY_FILE
-    if not tpath.is_file():
-        raise FileNotFoundError(f"{tpath}: missing; {path.name} says the calibration's density statistics "
-                                f"are there (copy both files together, or calibrate and save again)")
-    data = tpath.read_bytes()
-    got = hashlib.sha256(data).hexdigest()
-    if got != info.get("sha256"):
-        raise ValueError(f"{tpath}: expected the file {path.name} was saved with (sha256 "
-                         f"{info.get('sha256')}), got another one (sha256 {got}): calibrate and save again")
-    try:
-        arrays = safetensors_load(data)
-    except (SafetensorError, ValueError, OSError) as e:
-        raise ValueError(f"{tpath}: not a readable safetensors file ({e})") from None
-    modalities = LEGACY_MODALITIES if meta.get("format_version") == 2 else MODALITIES
-    return FeatureDensity.from_arrays(arrays, feature_dims(policy), policy.embodiments, meta["shrinkage"],
-                                      meta["folds"], str(tpath), modalities)
 
 
 def _calibrated_threshold(calibration: Mapping[str, Any] | None, combined: bool, default: float | None
@@ -492,10 +434,6 @@ def _combine(head: np.ndarray, density: Mapping[str, np.ndarray]) -> tuple[np.nd
     non-finite outputs, counts as infinitely uncertain) and the parts, head first."""
     parts = {"head": np.where(np.isnan(head), np.inf, head), **density}
     return np.fmax.reduce(np.stack(list(parts.values())), axis=0), parts
-
-
-def has_calibration(checkpoint_dir: str | os.PathLike) -> bool:
-    return (Path(checkpoint_dir) / CONFIDENCE_FILE).is_file()
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -537,7 +475,8 @@ def thumbnails(policy: Any, batch: Mapping[str, Any]) -> np.ndarray:
     for cam in policy.config.cameras:
         key = image_key(cam)
         if key not in batch:
-            raise KeyError(f"{key}: missing from the batch; the policy reads cameras {list(policy.config.cameras)}")
+            raise KeyError(f"{key}: missing from the batch; the policy reads cameras "
+                           f"{list(policy.config.cameras)}")
         im = torch.as_tensor(batch[key])
         if im.ndim != 4 or im.shape[1] != 3:
             raise ValueError(f"{key}: expected images (B, 3, S, S), got shape {tuple(im.shape)}")
