@@ -254,3 +254,24 @@ def test_collect_sigkill_then_resume(tmp_path):
     n = len(cols_before["action"])
     np.testing.assert_array_equal(cols_after["action"][:n], cols_before["action"])  # earlier episodes intact
     np.testing.assert_array_equal(cols_after["observation.state"][:n], cols_before["observation.state"])
+
+
+def test_resume_removes_a_packed_episode_whose_removal_was_cut_short(tmp_path):
+    """A kill inside pack()'s clean-up leaves a staged directory without its meta (already packed): resuming
+    removes it and every episode stays readable (seen once in the SIGKILL test above)."""
+    root = tmp_path / "ds"
+    rec = DatasetRecorder(root, fps=10, cameras=["corner"], image_size=16, pack_every=2)
+    for seed in range(2):
+        for t in range(3 + seed % 5):  # what _check_episodes expects of each seed (as WRITER records)
+            rec.add_frame({"observation.state": np.full(4, seed * 100 + t, np.float32),
+                           "action": np.full(4, -seed - t / 10, np.float32),
+                           "observation.images.corner": np.full((16, 16, 3), seed * 20 + t, np.uint8)})
+        rec.save_episode(task=f"task-{seed % 3}", seed=seed, success=True)
+    rec.close()
+    leftover = root / STAGING_DIR / "episode-000001"
+    leftover.mkdir(parents=True)
+    (leftover / "observation.images.corner.mp4").write_bytes(b"half removed")
+    rec = DatasetRecorder(root, fps=10, cameras=["corner"], image_size=16, resume=True, pack_every=2)
+    rec.close()
+    assert not leftover.exists()
+    assert _check_episodes(root) == [0, 1]

@@ -454,6 +454,10 @@ class DatasetRecorder:
             for p in staging.iterdir():
                 if p.name.startswith(".tmp-"):
                     shutil.rmtree(p, ignore_errors=True)
+                elif p.name.startswith("episode-") and not (p / STAGED_META).is_file():
+                    # a committed episode always has its meta: this one was packed and its removal cut short
+                    shutil.rmtree(p, ignore_errors=True)
+                    done["staged_removed"] += 1
         expect = len(rows)
         for i, d in list_staged(self.root):
             if i < len(rows) or i != expect:  # packed already, or after a gap (unreachable)
