@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from vlaforge.cli.options import BF16_HELP
+from vlaforge.cli.options import BF16_HELP, Checkpoint, Server, TokenFile
 
 
 def deploy_sim_cmd(
-    checkpoint: str = typer.Option("", help="policy checkpoint directory (Policy.load), run in this process"),
-    server: str = typer.Option("", help="ws://HOST:PORT of `vlaforge serve` instead of --checkpoint "
-                                        "(no torch here)"),
-    token_file: str = typer.Option("", help="file holding the server's token (with --server)"),
+    checkpoint: Checkpoint = "",
+    server: Server = "",
+    token_file: TokenFile = "",
     image_encoding: str = typer.Option("raw", help="camera frames to the server: raw | jpeg"),
     task: str = typer.Option(..., help="Meta-World task, e.g. drawer-open-v3"),
     episodes: int = typer.Option(3, min=1),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
+from vlaforge.cli.options import Checkpoint, Server, TokenFile
+
 
 def ros2_cmd(
-    checkpoint: str = typer.Option("", help="policy checkpoint directory, run in this process"),
-    server: str = typer.Option("", help="ws://HOST:PORT of `vlaforge serve` instead of --checkpoint "
-                                        "(no torch here)"),
-    token_file: str = typer.Option("", help="file holding the server's token (with --server)"),
+    checkpoint: Checkpoint = "",
+    server: Server = "",
+    token_file: TokenFile = "",
     embodiment: str = typer.Option("", help="the robot (needed when the policy has several)"),
     param: list[str] = typer.Option([], "--param",
                                     help="node parameter NAME=VALUE (repeatable): topic_prefix, control_hz, "

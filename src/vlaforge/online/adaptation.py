@@ -36,6 +36,7 @@ buffer still trains on the whole chunk).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -81,7 +82,7 @@ class _Correction:
     pad: np.ndarray  # (H,) bool, True past K
 
 
-class OnlineAdapter:
+class OnlineAdapter(contextlib.AbstractContextManager):
     """Human corrections in, adapted weights out. Not thread-safe: adapt while the robot holds or between
     episodes (an async executor must not be predicting during ``adapt``)."""
 
@@ -366,9 +367,6 @@ class OnlineAdapter:
         if self._recorder is not None:
             self._recorder.close()
             self._recorder = None
-
-    def __enter__(self) -> "OnlineAdapter":
-        return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()

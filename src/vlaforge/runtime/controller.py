@@ -46,13 +46,10 @@ from vlaforge.types import OBS_STATE
 
 
 class Status:
-    OK = "OK"
-    CONSERVATIVE = "CONSERVATIVE"
-    LOW_CONFIDENCE = "LOW_CONFIDENCE"
-    HOLD = "HOLD"
-    ESCALATE = "ESCALATE"
-    ESTOP = "ESTOP"
+    """What a control step did (plain strings, so they log and serialize as themselves)."""
+
     ALL = ("OK", "CONSERVATIVE", "LOW_CONFIDENCE", "HOLD", "ESCALATE", "ESTOP")
+    OK, CONSERVATIVE, LOW_CONFIDENCE, HOLD, ESCALATE, ESTOP = ALL
 
 
 @dataclass(frozen=True)

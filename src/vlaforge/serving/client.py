@@ -19,6 +19,7 @@ effects); a missing or wrong token is :class:`AuthenticationError` at once, with
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -91,7 +92,7 @@ class Reply:
     request_bytes: int
 
 
-class PolicyClient:
+class PolicyClient(contextlib.AbstractContextManager):
     """A served policy (``url``: ``ws://host:port``). See the module docstring."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 10.0,
@@ -172,9 +173,6 @@ class PolicyClient:
             if self._ws is not None:
                 self._ws.close()
                 self._ws = None
-
-    def __enter__(self) -> "PolicyClient":
-        return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
