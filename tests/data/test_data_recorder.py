@@ -275,3 +275,27 @@ def test_resume_removes_a_packed_episode_whose_removal_was_cut_short(tmp_path):
     rec.close()
     assert not leftover.exists()
     assert _check_episodes(root) == [0, 1]
+
+
+def test_a_kill_before_the_first_meta_refresh_leaves_a_readable_dataset(tmp_path):
+    """Rows committed, tasks.parquet not yet written, info.json still counting none (a kill inside the first
+    pack): the reader derives the tasks from the rows; the recorder repairs the files on resume."""
+    root = tmp_path / "ds"
+    rec = DatasetRecorder(root, fps=10, cameras=["corner"], image_size=16, pack_every=2)
+    for seed in range(2):
+        for t in range(3 + seed % 5):
+            rec.add_frame({"observation.state": np.full(4, seed * 100 + t, np.float32),
+                           "action": np.full(4, -seed - t / 10, np.float32),
+                           "observation.images.corner": np.full((16, 16, 3), seed * 20 + t, np.uint8)})
+        rec.save_episode(task=f"task-{seed % 3}", seed=seed, success=True)
+    rec.close()
+    (root / fmt.TASKS_PATH).unlink()
+    info = json.loads((root / fmt.INFO_PATH).read_text())
+    (root / fmt.INFO_PATH).write_text(json.dumps(info | {"total_episodes": 0}))
+    with pytest.warns(UserWarning, match="total_episodes is 0"):
+        assert _check_episodes(root) == [0, 1]
+    DatasetRecorder(root, fps=10, cameras=["corner"], image_size=16, resume=True, pack_every=2).close()
+    assert (root / fmt.TASKS_PATH).is_file() and fmt.read_tasks(root) == ["task-0", "task-1"]
+    (root / fmt.TASKS_PATH).unlink()  # now info.json is up to date: a missing tasks file is corruption
+    with pytest.raises(fmt.DatasetFormatError, match="tasks.parquet is missing"):
+        _check_episodes(root)

@@ -101,7 +101,12 @@ class DatasetReader:
                 f"but there is no meta/episodes/chunk-*/file-*.parquet"
             )
         self._check_rows(rows)
-        known = fmt.read_tasks(root) if (rows or (root / fmt.TASKS_PATH).is_file()) else []
+        has_tasks = (root / fmt.TASKS_PATH).is_file()
+        # a writer killed between committing its first episode rows and refreshing the meta files leaves rows,
+        # no tasks.parquet and an info.json that counts fewer episodes: the tasks are derived from the rows
+        # (what the refresh writes); without that sign of an interrupted writer, a missing file is an error
+        interrupted = int(self.info.get("total_episodes", 0)) < len(rows)
+        known = fmt.read_tasks(root) if has_tasks or (rows and not interrupted) else []
         staged_rows: list[tuple[dict, Path]] = []
         if include_staged:
             for idx, d in list_staged(root):
