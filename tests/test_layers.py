@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "benchmarking"),
     ("processing", "models", "sim"),
     ("policy", "data"),
-    ("runtime", "training", "evaluation", "online", "serving"),
+    ("runtime", "training", "evaluation", "online", "serving", "export"),
     ("apps",),
     ("cli", "train"),
 )
@@ -202,8 +202,8 @@ def test_the_checker_catches_a_climbing_import_a_cycle_and_an_unplaced_part():
                      imp("training", "runtime", 5)], parts)  # one layer, so only the cycle is wrong
     assert len(circles) == 1 and circles[0].startswith("import cycle between evaluation, runtime, training")
 
-    unplaced = check([imp("export", "types")], parts | {"export"})
-    assert len(unplaced) == 1 and unplaced[0].startswith("export: a top-level part with no layer")
+    unplaced = check([imp("plugins", "types")], parts | {"plugins"})
+    assert len(unplaced) == 1 and unplaced[0].startswith("plugins: a top-level part with no layer")
     assert check([], parts - {"sim"})[0].startswith("sim: in LAYERS but no such module")
 
 

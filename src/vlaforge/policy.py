@@ -31,6 +31,7 @@ from vlaforge.models.encoders import (
     LANGUAGE_DIM,
     EnvStateReader,
     StateEncoder,
+    VisionCache,
     VisionEncoder,
     make_language_encoder,
     sincos_2d,
@@ -38,6 +39,7 @@ from vlaforge.models.encoders import (
 from vlaforge.models.fusion import Fusion
 from vlaforge.models.heads import make_head
 from vlaforge.precision import Precision, resolve_bf16
+from vlaforge.processing.frames import camera_key, check_embodiments, check_frame, example_frame
 from vlaforge.processing.normalize import Normalizer, as_stats, stats_to_json
 from vlaforge.types import ACTION, ACTION_IS_PAD, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
@@ -121,6 +123,7 @@ class Policy(nn.Module):
         self._pos_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
         # inference precision (predict_chunk, sample_chunks); fp32 until set_precision chooses
         self.inference_precision = Precision(False, "false", "fp32 until set_precision() chooses")
+        self.vision_cache: VisionCache | None = None  # set_vision_cache
 
     # -- properties ------------------------------------------------------------------------------------------
     @property
@@ -157,16 +160,11 @@ class Policy(nn.Module):
         return self._pos_cache[key]
 
     def _camera_key(self, cam: str, data: Mapping[str, Any], what: str) -> str:
-        """``observation.images.<cam>``, or a clear error naming the cameras expected and present."""
-        key = image_key(cam)
-        if key not in data:
-            present = sorted(k for k in data if k.startswith("observation.images."))
-            raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras "
-                           f"{list(self.config.cameras)}, the {what} has {present}")
-        return key
+        return camera_key(self.config, cam, data, what)
 
     def _images(self, batch: Mapping[str, Any], b: int) -> torch.Tensor:
-        """All cameras -> (B, cameras * (N grid tokens + flat token + keypoint token), d) tokens."""
+        """All cameras of a batch -> (B, cameras * (N grid tokens + flat token + keypoint token), d)
+        tokens."""
         size = self.config.image_size
         ims = []
         for cam in self.config.cameras:
@@ -175,9 +173,25 @@ class Policy(nn.Module):
             if x.shape != (b, 3, size, size):
                 raise ValueError(f"{key}: expected shape ({b}, 3, {size}, {size}), got {tuple(x.shape)}")
             x = x.to(self.device)
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-            ims.append(x)
-        feats, kp = self.vision(torch.cat(ims, 0))  # (cams*B, N, C), (cams*B, 2K)
+            ims.append(x.float() / 255.0 if x.dtype == torch.uint8 else x.float())
+        if self.vision_cache is not None and b == 1 and not torch.is_grad_enabled():
+            return self._image_tokens(ims,
+                                      self.vision_cache.features(self.vision, zip(self.config.cameras, ims)))
+        return self._image_tokens(ims)
+
+    def set_vision_cache(self, threshold: float | None) -> VisionCache | None:
+        """Reuse each camera's vision features in single-frame inference while its frame changes by at most
+        ``threshold`` (mean absolute pixel difference, 0-255) from the frame they came from; None: off.
+        Returns the cache (its ``hits`` / ``misses``)."""
+        self.vision_cache = None if threshold is None else VisionCache(threshold)
+        return self.vision_cache
+
+    def _image_tokens(self, ims: Sequence[torch.Tensor], features=None) -> torch.Tensor:
+        """One (B, 3, S, S) float tensor in [0, 1] per camera (and, from the vision cache, the vision
+        encoder's output for them) -> the image tokens (B, cameras * N', d)."""
+        b = ims[0].shape[0]
+        feats, kp = (features if features is not None
+                     else self.vision(torch.cat(list(ims), 0)))  # (cams*B, N, C), (cams*B, 2K)
         n = feats.shape[1]
         tok = self.vision_proj(feats) + self._image_pos(n, feats.device)
         extra = []
@@ -192,9 +206,7 @@ class Policy(nn.Module):
         return tok.permute(1, 0, 2, 3).reshape(b, len(ims) * n, -1)
 
     def _check_embodiments(self, embodiments: Sequence[str]) -> None:
-        for e in set(embodiments):
-            if e not in self.config.embodiments:
-                raise KeyError(f"{EMBODIMENT}: unknown embodiment {e!r}; the policy knows {self.embodiments}")
+        check_embodiments(self.config, embodiments)
 
     def _groups(self, embodiments: Sequence[str]) -> dict[str, torch.Tensor]:
         out: dict[str, list[int]] = {}
@@ -228,28 +240,52 @@ class Policy(nn.Module):
         d = self.config.d_model
         state_tok = torch.empty(b, 1, d, device=self.device)
         emb_tok = torch.empty(b, 1, d, device=self.device)
-        for e, ix in self._groups(embs).items():
+        groups = self._groups(embs)
+        for e, ix in groups.items():
             p = self.config.embodiments[e].state_dim
             s = state[ix]
             if s.shape[1] < p or (s.shape[1] > p and torch.any(s[:, p:] != 0)):
                 raise ValueError(f"{OBS_STATE}: expected {p} values for embodiment {e!r}, got {s.shape[1]}")
-            s = self.normalizer.normalize(s[:, :p], e, OBS_STATE)
-            state_tok[ix] = self.state_encoders[e](s).to(state_tok.dtype)
-            emb_tok[ix] = self.embodiment_embed[e].view(1, 1, d)
-        lang = self.language(tasks).to(self.device)  # (B, 384)
-        lang_tok = self.language_proj(lang).view(b, self.config.language_tokens, d)
+            st, et = self._robot_tokens(e, self.normalizer.normalize(s[:, :p], e, OBS_STATE))
+            state_tok[ix], emb_tok[ix] = st.to(state_tok.dtype), et
+        lang_tok = self._language_tokens(self.language(tasks).to(self.device))  # from (B, 384)
         img_tok = self._images(batch, b)
         tokens = {"embodiment": emb_tok, "language": lang_tok, "image": img_tok, "state": state_tok}
         # one more token per row: its predicted environment state (zeros: none for its robot)
         if self.env_readers:
             env_tok = torch.zeros(b, 1, d, device=self.device, dtype=img_tok.dtype)
-            for e, ix in self._groups(embs).items():
+            for e, ix in groups.items():
                 if e in self.env_readers:
                     pred, tok = self.env_readers[e](img_tok[ix])  # (b_e, E), (b_e, 1, d)
                     env_tok[ix] = tok.to(env_tok.dtype)
                     tokens["env_pred/" + e] = pred  # for the auxiliary loss
             tokens["env"] = env_tok
         return tokens, embs
+
+    def _robot_tokens(self, e: str, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized states (b, P) of robot ``e`` -> its state tokens and embodiment tokens, (b, 1, d)
+        each."""
+        emb = self.embodiment_embed[e].view(1, 1, -1).expand(state.shape[0], 1, -1)
+        return self.state_encoders[e](state), emb
+
+    def _language_tokens(self, sentences: torch.Tensor) -> torch.Tensor:
+        """Sentence embeddings (B, 384) -> language tokens (B, L, d)."""
+        return self.language_proj(sentences).view(sentences.shape[0], self.config.language_tokens, -1)
+
+    def fuse_tensors(self, embodiment: str, images: Sequence[torch.Tensor], state: torch.Tensor,
+                     sentences: torch.Tensor) -> torch.Tensor:
+        """The traceable core of ``encode`` for rows of one robot, on tensors alone: images (one (B, 3, S, S)
+        float tensor in [0, 1] per camera, in ``config.cameras`` order), normalized state (B, P), sentence
+        embeddings (B, 384) -> fusion readouts (B, H, d). What ``vlaforge export`` traces; validation,
+        normalization and the sentence encoder stay outside it."""
+        state_tok, emb_tok = self._robot_tokens(embodiment, state)
+        img_tok = self._image_tokens(images)
+        tokens = {"embodiment": emb_tok, "language": self._language_tokens(sentences), "image": img_tok,
+                  "state": state_tok}
+        if self.env_readers:
+            tokens["env"] = (self.env_readers[embodiment](img_tok)[1] if embodiment in self.env_readers
+                             else torch.zeros_like(state_tok))
+        return self._fuse(tokens)
 
     def _fuse(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         state = tokens["state"] if "env" not in tokens else torch.cat([tokens["state"], tokens["env"]], 1)
@@ -354,31 +390,13 @@ class Policy(nn.Module):
 
     # -- inference -------------------------------------------------------------------------------------------
     def frame_to_batch(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        """One frame dict (images uint8 (H, W, 3), state (P,)) -> a batch of one, validated."""
-        emb = obs.get(EMBODIMENT)
-        if emb is None:
-            if len(self.config.embodiments) != 1:
-                raise KeyError(f"{EMBODIMENT}: missing, and the policy has several embodiments "
-                               f"{self.embodiments}")
-            emb = self.embodiments[0]
-        self._check_embodiments([emb])
-        p = self.config.embodiments[emb].state_dim
-        if OBS_STATE not in obs:
-            raise KeyError(f"{OBS_STATE}: missing from the observation; got keys {sorted(obs)}")
-        state = np.asarray(obs[OBS_STATE], dtype=np.float32)
-        if state.shape != (p,):
-            raise ValueError(f"{OBS_STATE}: expected shape ({p},) for embodiment {emb!r}, got {state.shape}")
-        task = obs.get(TASK)
-        if not isinstance(task, str):
-            raise TypeError(f"{TASK}: expected the instruction as a str, got {type(task).__name__}")
-        batch: dict[str, Any] = {OBS_STATE: torch.from_numpy(state)[None], TASK: [task], EMBODIMENT: [emb]}
-        s = self.config.image_size
-        for cam in self.config.cameras:
-            key = self._camera_key(cam, obs, "observation")
-            im = np.asarray(obs[key])
-            if im.shape != (s, s, 3) or im.dtype != np.uint8:
-                raise ValueError(f"{key}: expected uint8 ({s}, {s}, 3), got {im.dtype} {im.shape}")
-            batch[key] = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
+        """One frame dict (images uint8 (H, W, 3), state (P,)) -> a batch of one, validated
+        (``vlaforge.processing.frames.check_frame``)."""
+        f = check_frame(self.config, obs)
+        batch: dict[str, Any] = {OBS_STATE: torch.from_numpy(f.state)[None], TASK: [f.task],
+                                 EMBODIMENT: [f.embodiment]}
+        for cam, im in zip(self.config.cameras, f.images):
+            batch[image_key(cam)] = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
         return batch
 
     def set_precision(self, bf16: Any = "auto", warn: bool = True) -> Precision:
@@ -403,10 +421,7 @@ class Policy(nn.Module):
 
     def example_frame(self) -> dict[str, Any]:
         """A valid frame of zeros for the first embodiment (warm-ups, probes, tests)."""
-        emb, spec = next(iter(self.config.embodiments.items()))
-        s = self.config.image_size
-        frame: dict[str, Any] = {image_key(c): np.zeros((s, s, 3), np.uint8) for c in self.config.cameras}
-        return frame | {OBS_STATE: np.zeros(spec.state_dim, np.float32), TASK: "probe", EMBODIMENT: emb}
+        return example_frame(self.config)
 
     @torch.inference_mode()
     def sample_chunks_batch(self, batch: Mapping[str, Any], n: int = 1,

@@ -14,7 +14,8 @@ import textwrap
 
 ROBOT_SIDE = ("vlaforge.types", "vlaforge.runtime.safety", "vlaforge.runtime.chunking",
               "vlaforge.runtime.monitor", "vlaforge.runtime.controller", "vlaforge.sim.episode",
-              "vlaforge.serving.protocol", "vlaforge.serving.client")
+              "vlaforge.serving.protocol", "vlaforge.serving.client", "vlaforge.export.onnx_policy",
+              "vlaforge.processing.frames", "vlaforge.processing.normalize")
 
 NO_TORCH = textwrap.dedent(
     """

@@ -47,12 +47,13 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 def debug_config(dataset: Path, out: Path, *overrides: str):
     """The ``debug`` preset on a dataset (8 steps in two stages of 4, batch 4 to keep tests quick), quiet, in
-    fp32 (``bf16=auto`` times both precisions and may choose either on a CPU with native bf16, so runs that are
-    compared must pin it), with ``path=value`` overrides."""
+    fp32 (``bf16=auto`` times both precisions and may choose either on a CPU with native bf16, so runs that
+    are compared must pin it), with ``path=value`` overrides."""
     from vlaforge.training import build_config
 
     return build_config("debug", [f"dataset={dataset}", f"out={out}", "progress=false", "tensorboard=false",
-                                  "steps=8", "batch_size=4", "val_interval=4", "threads=1", "bf16=false", *overrides])
+                                  "steps=8", "batch_size=4", "val_interval=4", "threads=1", "bf16=false",
+                                  *overrides])
 
 
 def tensors(path: Path) -> dict:

@@ -24,8 +24,9 @@ def _env():
 
 def test_two_process_ddp_matches_one_process(tiny_dataset, tmp_path):
     """Same global batch (4 per process x 2 vs 8): after 4 steps through both stages the weights agree. The
-    regression head is deterministic; the loss is the mean over the global batch's unpadded steps. Both in fp32:
-    with bf16=auto, CI once saw the two runs time the precisions differently and the DDP run train in bf16."""
+    regression head is deterministic; the loss is the mean over the global batch's unpadded steps. Both in
+    fp32: with bf16=auto, CI once saw the two runs time the precisions differently and the DDP run train in
+    bf16."""
     init = tmp_path / "init"  # both runs start from these weights
     torch.manual_seed(0)
     Policy(presets.get("tiny").replace(head="regression"), {"sawyer": uniform_stats(4, 4)}).save(init)

@@ -1,6 +1,8 @@
 """``vlaforge bench [NAME [ARGS...]]``: the benchmarks of a source checkout (``benchmarks/*.py``; they are not
 installed with the package). Without NAME it lists them; with NAME it runs ``python benchmarks/NAME.py ARGS``
-in the checkout's root (so paths in ARGS are relative to it) and exits with the benchmark's status."""
+in the checkout's root (so paths in ARGS are relative to it) and exits with the benchmark's status.
+``vlaforge bench --checkpoint DIR [ARGS...]`` is
+``vlaforge bench acceleration --checkpoint DIR [ARGS...]``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import typer
 #: typer passes every argument through untouched: NAME's own flags, --help included, belong to NAME
 SETTINGS = dict(add_help_option=False,
                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-USAGE = "usage: vlaforge bench NAME [ARGS ...]   (vlaforge bench NAME --help: the benchmark's flags)"
+USAGE = ("usage: vlaforge bench NAME [ARGS ...]   (vlaforge bench NAME --help: the benchmark's flags)\n"
+         "       vlaforge bench --checkpoint DIR [ARGS ...]   (the acceleration table for DIR)")
 
 
 def checkout() -> Path:
@@ -56,7 +59,8 @@ def bench_cmd(ctx: typer.Context) -> None:
         for name, doc in known.items():
             typer.echo(f"  {name:<{width}}  {doc}")
         return
-    name, rest = args[0], args[1:]
+    # `vlaforge bench --checkpoint DIR ...`: the acceleration table for that checkpoint
+    name, rest = ("acceleration", args) if args[0].startswith("--checkpoint") else (args[0], args[1:])
     if name not in known:
         raise unknown_name("benchmark", name, known)
     proc = subprocess.Popen([sys.executable, str(root / "benchmarks" / f"{name}.py"), *rest], cwd=root)

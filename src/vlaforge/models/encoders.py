@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
-import zlib
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from vlaforge.processing.text import hash_tokens
 
 LANGUAGE_DIM = 384  # all-MiniLM-L6-v2 sentence embedding size; the hashed encoder matches it
 
@@ -152,16 +152,6 @@ class EnvStateReader(nn.Module):
 # language
 
 
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def hash_tokens(sentence: str, buckets: int) -> list[int]:
-    """Stable word and word-bigram hashes in [0, buckets)."""
-    words = _WORD.findall(sentence.lower())
-    grams = words + [a + " " + b for a, b in zip(words, words[1:])]
-    return [zlib.crc32(g.encode()) % buckets for g in grams] or [0]
-
-
 class HashLanguageEncoder(nn.Module):
     """A tiny trainable bag of hashed words and bigrams, for tests and offline experiments: list[str] ->
     (B, 384)."""
@@ -256,3 +246,38 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None] * 1000.0
     return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class VisionCache:
+    """Reuse a camera's vision features while its frame stays within ``threshold`` of the frame they were
+    computed on (mean absolute pixel difference, 0-255 units): a static scene skips the vision encoder.
+
+    One entry per camera (a single robot's stream, batch of one); ``hits`` / ``misses`` count reuses and
+    encoder runs; ``reset()`` forgets every entry (a new episode)."""
+
+    def __init__(self, threshold: float = 1.0):
+        if not threshold >= 0:
+            raise ValueError(f"vision cache threshold: expected >= 0, got {threshold}")
+        self.threshold = float(threshold)
+        self.entries: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self.hits = self.misses = 0
+
+    def reset(self) -> None:
+        self.entries.clear()
+
+    def features(self, vision: VisionEncoder, cameras: Sequence[tuple[str, torch.Tensor]]
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(name, (1, 3, S, S) image in [0, 1]) per camera -> the vision encoder's (feats, keypoints) for all
+        cameras stacked, as ``vision(torch.cat(images))`` gives them."""
+        feats, kps = [], []
+        for name, x in cameras:
+            e = self.entries.get(name)
+            if (e is not None and e[0].shape == x.shape
+                    and float((x - e[0]).abs().mean()) * 255 <= self.threshold):
+                self.hits += 1
+            else:
+                self.misses += 1
+                e = self.entries[name] = (x.clone(), *vision(x))
+            feats.append(e[1])
+            kps.append(e[2])
+        return torch.cat(feats, 0), (torch.cat(kps, 0) if kps[0] is not None else None)

@@ -20,10 +20,12 @@ the second object of a one-object task, is a target of zero after normalization)
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch only where tensors are normalized: OnnxPolicy normalizes numpy arrays without it
+    import torch
 
 from vlaforge.types import NORMALIZED_KEYS, OBS_ENV_STATE, OPTIONAL_NORMALIZED_KEYS, STAT_NAMES
 
@@ -87,7 +89,8 @@ def stats_to_json(stats: Stats) -> dict:
 
 
 class Normalizer:
-    """Affine maps ``x -> (x - center) / scale`` per embodiment and key, as torch tensors and numpy arrays."""
+    """Affine maps ``x -> (x - center) / scale`` per embodiment and key, for torch tensors and numpy arrays
+    alike (numpy in, numpy out: the exported policy's path, which imports no torch)."""
 
     def __init__(self, stats: Stats, mode: str, min_spread: float = 0.0):
         if mode not in ("mean_std", "quantile"):
@@ -99,7 +102,7 @@ class Normalizer:
         #: per (embodiment, key), the dimensions whose spread was zero and how they are handled (``notes()``)
         self.constant: dict[tuple[str, str], list[int]] = {}
         self.rare: dict[tuple[str, str], list[int]] = {}
-        self._torch_cache: dict[tuple[str, str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._torch_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         for emb, per_key in stats.items():
             for key, s in per_key.items():
                 if key not in NORMALIZED_KEYS and key not in OPTIONAL_NORMALIZED_KEYS:
@@ -133,20 +136,25 @@ class Normalizer:
     def dim(self, embodiment: str, key: str) -> int:
         return int(self.center[(embodiment, key)].shape[0])
 
-    def _t(self, emb: str, key: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        k = (emb, key, device)
+    def _params(self, emb: str, key: str, x):
+        """(center, scale) as numpy arrays for a numpy ``x``, else as tensors on ``x``'s device."""
+        if isinstance(x, np.ndarray):
+            return self.center[(emb, key)], self.scale[(emb, key)]
+        k = (emb, key, x.device)
         if k not in self._torch_cache:
-            self._torch_cache[k] = (torch.as_tensor(self.center[(emb, key)], device=device),
-                                    torch.as_tensor(self.scale[(emb, key)], device=device))
+            import torch
+
+            self._torch_cache[k] = (torch.as_tensor(self.center[(emb, key)], device=x.device),
+                                    torch.as_tensor(self.scale[(emb, key)], device=x.device))
         return self._torch_cache[k]
 
-    def normalize(self, x: torch.Tensor, emb: str, key: str) -> torch.Tensor:
-        c, s = self._t(emb, key, x.device)
-        return (x - c) / s
+    def normalize(self, x, emb: str, key: str):
+        c, s = self._params(emb, key, x)
+        return ((x - c) / s).astype(np.float32) if isinstance(x, np.ndarray) else (x - c) / s
 
-    def unnormalize(self, x: torch.Tensor, emb: str, key: str) -> torch.Tensor:
-        c, s = self._t(emb, key, x.device)
-        return x * s + c
+    def unnormalize(self, x, emb: str, key: str):
+        c, s = self._params(emb, key, x)
+        return (x * s + c).astype(np.float32) if isinstance(x, np.ndarray) else x * s + c
 
     def normalized_range(self, stats: Stats, emb: str, key: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension (low, high) of the data in normalized units, from min/max."""

@@ -4,6 +4,9 @@ A head maps the fusion readouts ``cond`` (B, H, d) to a chunk of normalized acti
 - ``loss(cond, actions, pad_mask)``: a scalar; padded steps (``pad_mask`` True) never contribute.
 - ``sample(cond, n, generator=None)``: (B, n, H, D) independent samples (deterministic heads repeat one).
 - ``predict(cond, generator=None)``: (B, H, D), the chunk a controller executes.
+- generative heads also ``sample_from(cond, noise)``: cond (N, H, d), one row per sample, and Gaussian noise
+  (N, H, D) -> chunks (N, H, D), deterministically: ``sample`` draws the noise and calls it,
+  ``vlaforge export`` traces it with the steps unrolled.
 """
 
 from __future__ import annotations

@@ -45,15 +45,17 @@ class DiffusionHead(ActionHead):
 
     def sample(self, cond, n=1, generator=None):
         b, h, _ = cond.shape
-        feat = self.net.prepare(repeat_for_samples(cond, n))
         x = torch.randn(b * n, h, self.action_dim, device=cond.device, generator=generator)
+        return self.sample_from(repeat_for_samples(cond, n), x).view(b, n, h, self.action_dim)
+
+    def sample_from(self, cond, noise):
+        feat, x, m = self.net.prepare(cond), noise, noise.shape[0]
         # DDIM (eta = 0) over an evenly spaced subsequence of the training steps, from most to least noisy
         ks = torch.linspace(self.train_steps - 1, 0, self.sample_steps).round().long().tolist()
         for i, k in enumerate(ks):
             ab = self.alpha_bars[k]
             ab_prev = self.alpha_bars[ks[i + 1]] if i + 1 < len(ks) else torch.tensor(1.0, device=x.device)
-            x0 = self.clamp_range(self.net(x, torch.full((b * n,), k / self.train_steps, device=x.device),
-                                           feat))
+            x0 = self.clamp_range(self.net(x, torch.full((m,), k / self.train_steps, device=x.device), feat))
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # the noise implied by x0
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
-        return x.view(b, n, h, self.action_dim)
+        return x

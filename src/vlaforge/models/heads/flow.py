@@ -28,10 +28,13 @@ class FlowHead(ActionHead):
 
     def sample(self, cond, n=1, generator=None):
         b, h, _ = cond.shape
-        feat = self.net.prepare(repeat_for_samples(cond, n))  # (B*n, H, w)
         x = torch.randn(b * n, h, self.action_dim, device=cond.device, generator=generator)
-        dt = 1.0 / self.steps
+        return self.sample_from(repeat_for_samples(cond, n), x).view(b, n, h, self.action_dim)
+
+    def sample_from(self, cond, noise):
+        feat = self.net.prepare(cond)  # (N, H, w)
+        x, dt = noise, 1.0 / self.steps
         for i in range(self.steps):
-            t = torch.full((b * n,), i * dt, device=cond.device)
+            t = torch.full((noise.shape[0],), i * dt, device=cond.device)
             x = x + dt * self.net(x, t, feat)
-        return self.clamp_range(x).view(b, n, h, self.action_dim)
+        return self.clamp_range(x)
