@@ -184,3 +184,22 @@ def test_bad_checkpoints_and_directories_are_clear_errors(exported, tmp_path):
     with pytest.raises(ValueError, match=r"observation.images.corner: expected uint8 \(64, 64, 3\)"):
         OnnxPolicy(exported["regression"][1]).predict_chunk(frame(policy, 0) | {
             "observation.images.corner": np.zeros((32, 32, 3), np.uint8)})
+
+
+def test_fp16_graphs_for_gpus_stay_close_to_fp32_and_the_cli_keeps_them_off_the_cpu(exported, tmp_path):
+    from tests.test_cli import run_cli
+
+    policy, fp32_dir = exported["flow"]
+    policy.save(tmp_path / "ckpt")
+    code, _, err = run_cli(["export", "--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "x"),
+                            "--precision", "fp16"])
+    assert code == 2 and "fp16 runs natively on GPUs" in err, err
+    # the conversion itself (what --device cuda exports); onnxruntime's CPU provider runs it too, slowly
+    fp16 = OnnxPolicy(export_onnx(tmp_path / "ckpt", tmp_path / "fp16", precision="fp16",
+                                  log=lambda *_: None))
+    assert fp16.manifest["precision"] == "fp16"
+    noise = np.random.default_rng(0).standard_normal((2, policy.config.chunk_size, 4)).astype(np.float32)
+    f = frame(policy, 0)
+    want = OnnxPolicy(fp32_dir).sample_chunks(f, 2, noise=noise)
+    gap = float(np.abs(fp16.sample_chunks(f, 2, noise=noise) - want).max())
+    assert 0 < gap < 2e-2, gap

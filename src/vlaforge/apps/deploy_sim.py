@@ -82,6 +82,7 @@ class DeploySimConfig:
     dataset: str | None = None  # replay data for the adapter (a dataset directory)
     threads: int | None = 1  # torch intra-op threads for the run (None: leave torch's setting)
     bf16: Any = "auto"  # inference under bf16 autocast: auto | True | False (vlaforge.precision)
+    vision_cache: float | None = None  # reuse vision features while a frame changes <= this (0-255)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -419,6 +420,12 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
         precision = policy.set_precision(cfg.bf16)
         if cfg.progress:
             print(precision.describe())
+    cache = None
+    if cfg.vision_cache is not None:
+        if not hasattr(policy, "set_vision_cache"):
+            raise ValueError("vision_cache: needs a policy loaded in this process (--checkpoint), "
+                             "not --server")
+        cache = policy.set_vision_cache(cfg.vision_cache)
     check_compatible(policy.config)
     out = Path(cfg.out) if cfg.out else None
     estimator = adapter = None
@@ -465,7 +472,9 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
               "success_rate": sum(e["success"] for e in dep.episodes) / len(dep.episodes),
               "statuses_seen": seen, "faults": dep.faults.fired, "monitor": report,
               "corrections_total": 0 if adapter is None else adapter.corrections_total,
-              "adapter_version": None if adapter is None else adapter.version}
+              "adapter_version": None if adapter is None else adapter.version,
+              "vision_cache": None if cache is None else {"threshold": cache.threshold, "reused": cache.hits,
+                                                          "encoded": cache.misses}}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "monitor_report.json", report, default=_jsonable)
@@ -488,6 +497,10 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
     p99 = "n/a" if lat.get("p99") is None else f"{1000 * lat['p99']:.1f}"
     lines.append(f"success {result['success_rate']:.2f}; statuses seen {', '.join(result['statuses_seen'])}; "
                  f"step latency p50 {p50} ms p99 {p99} ms; alarms {result['monitor']['alarms'] or 'none'}")
+    vc = result.get("vision_cache")
+    if vc:
+        lines.append(f"vision cache (threshold {vc['threshold']:g}): reused {vc['reused']} of "
+                     f"{vc['reused'] + vc['encoded']} camera frames")
     return lines
 
 

@@ -31,6 +31,9 @@ def deploy_sim_cmd(
     dataset: str = typer.Option("", help="replay data for adaptation (dataset directory)"),
     threads: int = typer.Option(1, help="torch threads for inference (0: torch's default)"),
     bf16: str = typer.Option("auto", help=BF16_HELP),
+    vision_cache: float = typer.Option(-1.0, help="reuse each camera's vision features while its frame "
+                                                  "changes by at most this (mean |pixel diff|, 0-255; "
+                                                  "-1: off)"),
     out: str = typer.Option("deploy-sim", help="output dir: summary.json, monitor_report.json, monitor.png"),
 ) -> None:
     """Run the deployment runtime (safety, chunking, monitor) in Meta-World as on a robot; inject faults."""
@@ -44,7 +47,8 @@ def deploy_sim_cmd(
                           max_steps=max_steps, max_force=max_force, realtime=realtime,
                           confidence=confidence, corrections=corrections,
                           correction_threshold=correction_threshold, adapt_every=adapt_every,
-                          dataset=dataset or None, threads=threads or None, bf16=bf16, out=out)
+                          dataset=dataset or None, threads=threads or None, bf16=bf16,
+                          vision_cache=None if vision_cache < 0 else vision_cache, out=out)
     result = run_deploy_sim(cfg)
     for line in summary_lines(result):
         typer.echo(line)

@@ -23,6 +23,7 @@ def export_cmd(
     calibration: int = typer.Option(256, min=1, help="calibration frames for --quantize int8"),
     instruction: Optional[List[str]] = typer.Option(None, help="an instruction to add to the exported "
                                                               "sentence table (repeatable)"),
+    precision: str = typer.Option("fp32", help="fp32, or fp16 (GPU devices only: a CPU has no native fp16)"),
     device: str = typer.Option("cpu", help="where the export will run: cpu, cuda or tensorrt (GPU ones are "
                                            "checked here and refused on a machine without them)"),
 ) -> None:
@@ -39,8 +40,13 @@ def export_cmd(
     check_provider(device)  # before any work: a GPU provider this machine lacks is refused here
     if quantize not in ("none", "int8"):
         raise ExportError(f"--quantize: expected none or int8, got {quantize!r}")
+    if precision == "fp16" and device == "cpu":
+        raise ExportError("--precision fp16: fp16 runs natively on GPUs (--device cuda or tensorrt); on "
+                          "this CPU use --quantize int8, or bf16 in eager PyTorch where the CPU has it "
+                          "(bf16=auto)")
     path = export_onnx(checkpoint, out, quantize=None if quantize == "none" else quantize,
-                       dataset=dataset or None, calibration=calibration, instructions=instruction or ())
+                       precision=precision, dataset=dataset or None, calibration=calibration,
+                       instructions=instruction or ())
     policy = OnnxPolicy(path, provider=device)
     policy.predict_chunk(policy.example_frame() | {"task": policy.manifest["language"].get(
         "instructions", ["probe"])[0]})

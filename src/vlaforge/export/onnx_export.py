@@ -134,7 +134,19 @@ def calibration_frames(policy: Policy, datasets: Sequence[Path], count: int, see
     return frames
 
 
+def to_fp16(directory: Path, graphs: dict[str, str]) -> None:
+    """Every graph's weights and arithmetic in float16, inputs and outputs kept float32 (for GPUs: CPUs have
+    no native fp16 arithmetic)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    for f in graphs.values():
+        model = convert_float_to_float16(onnx.load(str(directory / f)), keep_io_types=True)
+        onnx.save(model, str(directory / f))
+
+
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quantize: str | None = None,
+                precision: str = "fp32",
                 dataset: Sequence[str | os.PathLike] | None = None, calibration: int = 256,
                 instructions: Sequence[str] = (), log=print) -> Path:
     """Export ``checkpoint`` into ``out`` (written to a temporary directory, then renamed: a failed export
@@ -145,6 +157,9 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quanti
     checkpoint, out = Path(checkpoint), Path(out)
     if quantize not in (None, *QUANTIZE):
         raise ExportError(f"quantize: expected one of {QUANTIZE} or none, got {quantize!r}")
+    if precision not in ("fp32", "fp16") or (precision == "fp16" and quantize):
+        raise ExportError(f"precision: expected fp32, or fp16 without --quantize, got {precision!r}"
+                          + (f" with quantize={quantize!r}" if quantize else ""))
     policy = Policy.load(checkpoint).eval()
     datasets = [Path(d) for d in dataset] if dataset else run_dataset(checkpoint)
     missing = [str(d) for d in datasets if not Path(d).is_dir()]
@@ -177,6 +192,11 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, quanti
                     "sampling_steps": policy.heads[policy.embodiments[0]].sampling_steps,
                     "precision": "fp32", "graphs": graphs, "language": lang_meta}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if precision == "fp16":
+            log("precision: fp16 graphs (float32 inputs and outputs)")
+            to_fp16(tmp, graphs)
+            manifest["precision"] = "fp16"
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if quantize == "int8":
             from vlaforge.export.quantize import quantize_int8
 
