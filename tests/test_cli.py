@@ -123,7 +123,8 @@ def test_bench_lists_and_names_the_benchmarks():
     root = Path(__file__).resolve().parents[1]
     names = sorted(p.stem for p in (root / "benchmarks").glob("*.py") if not p.stem.startswith("_"))
     assert code == 0 and names, err
-    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    table = out.split("\nbenchmarks (", 1)[1]  # the usage lines above the table are indented too
+    listed = [line.split()[0] for line in table.splitlines() if line.startswith("  ")]
     assert listed == names
     _one_error_line(*run_cli(["bench", "latenc"])[::2], "latency")  # the did-you-mean names the real one
 

@@ -71,6 +71,19 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, **json_kw: Any) -> None
     write_atomic(path, json.dumps(obj, **{"indent": 2, **json_kw}))
 
 
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError, missing: str | None = None,
+              what: str = "JSON") -> Any:
+    """The JSON document at ``path``. A parse error raises ``error`` naming the file and what was expected
+    (``what``); with ``missing``, a file that is not there raises ``error(missing)``."""
+    path = Path(path)
+    if missing is not None and not path.is_file():
+        raise error(missing)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: expected {what}, got a parse error: {e}") from None
+
+
 def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kw: Any) -> Path:
     """``fig.savefig`` (a matplotlib figure) to ``path`` atomically; the format comes from the file's suffix
     (png without one) unless ``format=`` is given."""

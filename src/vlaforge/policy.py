@@ -26,7 +26,7 @@ from torch import nn
 
 from vlaforge import __version__
 from vlaforge.config import PARAMETER_GROUPS, PolicyConfig
-from vlaforge.fsutil import atomic_dir
+from vlaforge.fsutil import atomic_dir, read_json
 from vlaforge.models.encoders import (
     LANGUAGE_DIM,
     EnvStateReader,
@@ -497,12 +497,8 @@ class Policy(nn.Module):
     def read_config(cls, directory: str | os.PathLike) -> PolicyConfig:
         directory = Path(directory)
         path = directory / CONFIG_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{directory}: not a policy checkpoint (missing {CONFIG_FILE})")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}: expected JSON, got a parse error: {e}") from None
+        meta = read_json(path, CheckpointError,
+                         missing=f"{directory}: not a policy checkpoint (missing {CONFIG_FILE})")
         version = meta.get("format_version")
         if version not in READABLE_VERSIONS:
             readable = " or ".join(map(str, READABLE_VERSIONS))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vlaforge import fsutil
 from vlaforge.fsutil import atomic_path, write_atomic
 
 CODEBASE_VERSION = "v3.0"
@@ -79,12 +80,8 @@ def write_parquet(path: str | Path, table) -> None:
 
 
 def read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DatasetFormatError(f"{path}: {what} is missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetFormatError(f"{path}: expected JSON ({what}), got a parse error: {e}") from e
+    return fsutil.read_json(path, DatasetFormatError, missing=f"{path}: {what} is missing",
+                            what=f"JSON ({what})")
 
 
 def next_chunk_file(chunk: int, file: int, chunks_size: int) -> tuple[int, int]:

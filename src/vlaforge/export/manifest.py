@@ -14,9 +14,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from vlaforge.fsutil import read_json
 
 FORMAT = "vlaforge-onnx"
 FORMAT_VERSION = 1
@@ -35,13 +36,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The manifest of an export directory, checked: format, version and every file it names present."""
     directory = Path(directory)
     path = directory / MANIFEST
-    if not path.is_file():
-        raise ExportError(f"{directory}: not an exported policy (missing {MANIFEST}; "
-                          f"make one with `vlaforge export --checkpoint DIR --format onnx --out DIR`)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{path}: expected JSON, got a parse error: {e}") from None
+    meta = read_json(path, ExportError, missing=f"{directory}: not an exported policy (missing {MANIFEST}; "
+                     f"make one with `vlaforge export --checkpoint DIR --format onnx --out DIR`)")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ExportError(f"{path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
                           f"{meta.get('format')!r} version {meta.get('format_version')!r}")

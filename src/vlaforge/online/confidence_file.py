@@ -12,12 +12,11 @@ the way in; this module knows the files, not the estimator.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from vlaforge.fsutil import write_atomic, write_json_atomic
+from vlaforge.fsutil import read_json, write_atomic, write_json_atomic
 from vlaforge.online.density import LEGACY_MODALITIES, MODALITIES, FeatureDensity
 
 CONFIDENCE_FILE = "confidence.json"
@@ -56,10 +55,7 @@ def read(policy: Any, checkpoint_dir: str | os.PathLike, dims: Mapping[str, int]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no calibrated confidence estimator here (ConfidenceEstimator"
                                 f".calibrate + save, or benchmarks/confidence.py --save-calibration)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: expected JSON, got a parse error: {e}") from None
+    meta = read_json(path)
     if meta.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(f"{path}: expected format_version in {READABLE_VERSIONS}, "
                          f"got {meta.get('format_version')!r}")
