@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --upgrade pip
 	# torch first: the CPU wheel on disk. Anything that depends on torch afterwards finds it satisfied.
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -c constraints.txt -e '.[dev,ros2]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev,ros2,robosuite]'
+	# robosuite without its declared mink==0.0.5 (numpy < 2): see the robosuite extra in pyproject.toml
+	$(BIN)/pip install --no-deps robosuite==1.5.2
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -5,8 +5,8 @@ registered, never by being added to a list here.
 Heads: the registry entry matches its class; the loss is finite and reaches every parameter; sample and
 predict shapes; padded steps never contribute; save/load is bit-exact; every confidence method it lists works
 and ``auto`` picks the first. Simulators: reset by seed repeats the layout, step returns the documented keys,
-the expert acts inside the action box, the compatibility check accepts a matching policy, rejects a mismatch.
-Snapshot / restore is not part of the contract yet (it gets a public method with the one episode loop).
+the expert acts inside the action box, snapshot / restore returns to the same moment (the same actions then
+give the same observations), the compatibility check accepts a matching policy, rejects a mismatch.
 """
 
 from __future__ import annotations
@@ -208,6 +208,9 @@ def test_simulator_entries_are_light_and_complete():
         spec = SIMULATORS.get(name)
         assert spec.name == name and spec.doc and spec.env.startswith("vlaforge.sim.")
         assert spec.cameras and spec.state_dim > 0 and spec.action_dim > 0
+        state_names, action_names, env_names = spec.names()  # what a dataset calls each dimension
+        assert (len(state_names), len(action_names)) == (spec.state_dim, spec.action_dim)
+        assert len(set(state_names)) == spec.state_dim and len(set(action_names)) == spec.action_dim
         tasks = spec.tasks()
         assert tasks and len(set(tasks)) == len(tasks)
         assert spec.resolve_tasks(tasks[0]) == [tasks[0]] and spec.instructions(tasks[0])[0].strip()
@@ -263,6 +266,22 @@ def test_the_expert_acts_inside_the_action_box(sim_env):
         env.step(action)
 
 
+def test_restore_returns_to_the_snapshot(sim_env):
+    spec, task, env = sim_env
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (6, spec.action_dim)).astype(np.float32)
+    env.reset(seed=2)
+    for a in actions[:3]:
+        env.step(a)
+    snap = env.snapshot()
+    first = [env.step(a)[0] for a in actions[3:]]
+    env.restore(snap)
+    again = [env.step(a)[0] for a in actions[3:]]
+    for a, b in zip(first, again):
+        _assert_same_frame(a, b)
+    assert not np.array_equal(first[0]["observation.state"], first[-1]["observation.state"]), "nothing moved"
+
+
 @pytest.mark.parametrize("name", SIM_NAMES)
 def test_the_compatibility_check_accepts_a_matching_policy(name):
     from vlaforge.evaluation.rollout import IncompatibleCheckpoint, check_compatible
@@ -270,8 +289,9 @@ def test_the_compatibility_check_accepts_a_matching_policy(name):
     spec = SIMULATORS.get(name)
     robot = EmbodimentSpec(spec.state_dim, spec.action_dim)
     matching = presets.get("tiny").replace(cameras=spec.cameras[:1], embodiments={spec.embodiment: robot})
-    check_compatible(matching)  # Meta-World's check today; a second simulator makes it take the simulator
+    tasks = spec.tasks()[:1]
+    check_compatible(matching, tasks)
     bigger = EmbodimentSpec(spec.state_dim, spec.action_dim + 1)
     wrong = matching.replace(embodiments={spec.embodiment: bigger})
     with pytest.raises(IncompatibleCheckpoint):
-        check_compatible(wrong)
+        check_compatible(wrong, tasks)

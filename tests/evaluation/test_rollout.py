@@ -81,7 +81,7 @@ def test_an_in_memory_policy_evaluates_like_its_checkpoint(tmp_path):
 def test_checkpoint_for_another_camera_or_embodiment_is_a_clear_error(tmp_path):
     cam = tmp_path / "cam"
     Policy(presets.get("tiny").replace(cameras=("wrist_left",)), {"sawyer": uniform_stats(4, 4)}).save(cam)
-    with pytest.raises(IncompatibleCheckpoint, match=r"Meta-World has no camera \['wrist_left'\]"):
+    with pytest.raises(IncompatibleCheckpoint, match=r"metaworld has no camera \['wrist_left'\]"):
         evaluate(EvalConfig(checkpoint=str(cam), tasks=("drawer-open-v3",), episodes=1), progress=False)
     arm = tmp_path / "arm"
     Policy(presets.get("tiny").replace(embodiments={"panda": EmbodimentSpec(9, 7)}),

@@ -1,4 +1,8 @@
-"""Scripted-expert demonstrations from Meta-World into a dataset (``vlaforge collect``).
+"""Scripted-expert demonstrations from a simulator (Meta-World, robosuite) into a dataset
+(``vlaforge collect``).
+
+The tasks of one dataset share one robot (its ``robot_type``, the policy's embodiment): Meta-World's Sawyer
+tasks, or one robosuite robot set-up's (``vlaforge.sim.simulator_for_task`` finds each task's simulator).
 
 Each task's episodes use seeds ``seed_start, seed_start + 1, ...`` (demonstrations default to 0.., disjoint
 from the evaluation seeds 1000+). A rollout runs the clipped expert until success, then ``post_success_steps``
@@ -32,8 +36,6 @@ from vlaforge.types import ACTION, OBS_ENV_STATE
 
 #: evaluation uses seeds from here on; demonstrations should stay below
 EVAL_SEED_START = 1000
-STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
-ACTION_NAMES = ("hand_dx", "hand_dy", "hand_dz", "gripper_effort")
 
 
 @dataclass
@@ -100,7 +102,8 @@ class _ExpertRecorder:
     def __init__(self, env, seed: int, post_success_steps: int, action_noise: float = 0.0):
         self.env, self.post_success_steps, self.action_noise = env, post_success_steps, float(action_noise)
         self.rng = np.random.default_rng([int(seed), 0xDA27])
-        self.noise = np.zeros(4, np.float32)
+        self.noise = np.zeros(env.action_space.shape, np.float32)
+        self.moves = list(getattr(env, "motion_dims", (0, 1, 2)))  # the hand's xyz (per arm)
         self.innovation = self.action_noise * np.sqrt(1.0 - NOISE_CORRELATION**2)
         self.frames: list[dict] = []
         self.success, self.after = False, 0
@@ -111,8 +114,8 @@ class _ExpertRecorder:
         frame[ACTION] = action
         self.frames.append(frame)
         if self.action_noise > 0:
-            drift = self.innovation * self.rng.standard_normal(3)
-            self.noise[:3] = NOISE_CORRELATION * self.noise[:3] + drift
+            drift = self.innovation * self.rng.standard_normal(len(self.moves))
+            self.noise[self.moves] = NOISE_CORRELATION * self.noise[self.moves] + drift
             return np.clip(action + self.noise, -1.0, 1.0).astype(np.float32)
         return action
 
@@ -144,11 +147,10 @@ def _plan(task: str, need: int, first_seed: int, factor: float) -> list[int]:
 def _run_task(task: str, need: int, seeds: list[int], opts: Mapping[str, Any], emit) -> None:
     """Roll out ``task`` on ``seeds`` until ``need`` are kept: ``emit("episode" | "failed", task, seed, ok,
     frames)`` for each (frames only for a kept one)."""
-    from vlaforge.sim.metaworld import MetaWorldEnv
+    from vlaforge.sim import simulator_for_task
 
-    env = MetaWorldEnv(
-        task, cameras=tuple(opts["cameras"]), image_size=opts["image_size"], max_steps=opts["max_steps"]
-    )
+    env = simulator_for_task(task).make_env(task, cameras=tuple(opts["cameras"]),
+                                            image_size=opts["image_size"], max_steps=opts["max_steps"])
     try:
         kept = 0
         for seed in seeds:
@@ -195,17 +197,27 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
     from vlaforge.data import format as fmt
     from vlaforge.data.recorder import DatasetRecorder
-    from vlaforge.sim.metaworld import EMBODIMENT_NAME, ENV_STATE_NAMES, MetaWorldEnv, instruction
+    from vlaforge.sim import simulator_for_task
 
     t0 = time.perf_counter()
     if cfg.episodes_per_task < 1:
         raise ValueError(f"episodes_per_task: expected >= 1, got {cfg.episodes_per_task}")
     if not 0.0 <= cfg.action_noise <= 2.0:
         raise ValueError(f"action_noise: expected a std in [0, 2], got {cfg.action_noise}")
-    fps = int(MetaWorldEnv.metadata["render_fps"])
+    sims = {task: simulator_for_task(task) for task in cfg.tasks}
+    robots = sorted({s.embodiment for s in sims.values()})
+    if len(robots) != 1:
+        raise ValueError(f"tasks: one dataset holds one robot; these tasks use {robots} "
+                         f"({', '.join(f'{t}: {s.embodiment}' for t, s in sims.items())}): collect each "
+                         f"robot's tasks into a dataset of its own (training mixes datasets)")
+    sim = sims[cfg.tasks[0]]
+    unknown = [c for c in cfg.cameras if c not in sim.cameras]
+    if unknown:
+        raise ValueError(f"cameras: {sim.name} has no camera {unknown}; it has {list(sim.cameras)}")
+    fps = int(sim.control_hz)
+    state_names, action_names, env_names = sim.names()
     # object and goal positions are recorded (an auxiliary training target); a dataset recorded before they
     # were is resumed without them
-    env_names: tuple[str, ...] = ENV_STATE_NAMES
     info_path = Path(cfg.out) / fmt.INFO_PATH
     if cfg.resume and info_path.is_file() and OBS_ENV_STATE not in fmt.load_info(Path(cfg.out))["features"]:
         env_names = ()
@@ -214,9 +226,9 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         fps=fps,
         cameras=cfg.cameras,
         image_size=cfg.image_size,
-        robot_type=EMBODIMENT_NAME,
-        state_names=STATE_NAMES,
-        action_names=ACTION_NAMES,
+        robot_type=sim.embodiment,
+        state_names=state_names,
+        action_names=action_names,
         env_state_dim=len(env_names),
         env_state_names=env_names or None,
         resume=cfg.resume,
@@ -244,7 +256,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                 jobs.append((task, need, seeds))
         total = sum(need for _, need, _ in jobs)
         bar = tqdm(total=total, desc="collect", unit="ep", disable=not cfg.progress, dynamic_ncols=True)
-        texts = {task: instruction(task) for task in cfg.tasks}
+        texts = {task: sim.instructions(task)[0] for task in cfg.tasks}
         opts = {
             "cameras": list(cfg.cameras),
             "image_size": cfg.image_size,

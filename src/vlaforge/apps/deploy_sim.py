@@ -93,7 +93,7 @@ class DeploySimConfig:
         object.__setattr__(self, "inject", inject)
         from vlaforge.precision import normalize_setting
         from vlaforge.runtime.chunking import STRATEGIES
-        from vlaforge.sim.instructions import base_task
+        from vlaforge.sim import simulator_for_task
 
         normalize_setting(self.bf16)  # auto / true / false, else a ValueError
         if (self.checkpoint is None) == (self.server is None):
@@ -107,7 +107,7 @@ class DeploySimConfig:
             raise ValueError("token_file: only with a server")
         if self.image_encoding not in ("raw", "jpeg"):
             raise ValueError(f"image_encoding: expected 'raw' or 'jpeg', got {self.image_encoding!r}")
-        base_task(self.task)  # an unknown name is a ValueError with a did-you-mean
+        simulator_for_task(self.task)  # an unknown name is a ValueError with a did-you-mean
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: expected one of {STRATEGIES}, got {self.strategy!r}")
         if self.episodes < 1 or self.max_steps < 1 or self.inject_step < 0:
@@ -276,13 +276,15 @@ class SimDeployment:
         from vlaforge.runtime.chunking import ChunkExecutor
         from vlaforge.runtime.controller import Controller
         from vlaforge.runtime.monitor import Monitor
-        from vlaforge.sim.metaworld import EMBODIMENT_NAME, MetaWorldEnv
+        from vlaforge.sim import simulator_for_task
 
         self.cfg, self.policy, self.adapter = cfg, policy, adapter
         pc = policy.config
-        self.env = MetaWorldEnv(cfg.task, cameras=pc.cameras, image_size=pc.image_size,
+        sim = simulator_for_task(cfg.task)
+        self.env = sim.make_env(cfg.task, cameras=pc.cameras, image_size=pc.image_size,
                                 max_steps=cfg.max_steps)
-        self.dt = 1.0 / float(MetaWorldEnv.metadata["render_fps"])
+        self.dt = 1.0 / float(type(self.env).metadata["render_fps"])
+        embodiment = sim.embodiment
         h = pc.chunk_size
         k = cfg.recompute_every or max(1, h // 2)
         if not 1 <= k <= h:
@@ -290,10 +292,10 @@ class SimDeployment:
         self.faults = FaultInjector(cfg.inject, cfg.inject_step, cfg.slow_delay_s, cfg.max_force)
         self.deployed = FaultyPolicy(policy, self.faults) if {"nan", "slow"} & set(cfg.inject) else policy
         space = self.env.action_space
-        self.safety = build_safety(policy, EMBODIMENT_NAME, cfg, self.dt, space.low, space.high)
+        self.safety = build_safety(policy, embodiment, cfg, self.dt, space.low, space.high)
         self.executor = ChunkExecutor(self.deployed, strategy=cfg.strategy, recompute_every=k,
                                       max_chunk_age_s=cfg.max_chunk_age_s)
-        self.monitor = Monitor(policy.stats, EMBODIMENT_NAME, latency_budget_s=self.dt)
+        self.monitor = Monitor(policy.stats, embodiment, latency_budget_s=self.dt)
         self.supervisor = None
         gate, every = None, 1
         if estimator is not None or adapter is not None:
@@ -426,7 +428,7 @@ def run_deploy_sim(cfg: DeploySimConfig, policy: Any = None) -> dict[str, Any]:
             raise ValueError("vision_cache: needs a policy loaded in this process (--checkpoint), "
                              "not --server")
         cache = policy.set_vision_cache(cfg.vision_cache)
-    check_compatible(policy.config)
+    check_compatible(policy.config, [cfg.task])
     out = Path(cfg.out) if cfg.out else None
     estimator = adapter = None
     if cfg.confidence:

@@ -10,7 +10,8 @@ def collect_cmd(
     tasks: str = typer.Option("mt10", "--tasks", help="task set (mt10, ...) or comma-separated task names"),
     episodes_per_task: int = typer.Option(50, "--episodes-per-task", min=1),
     image_size: int = typer.Option(96, "--image-size", min=8),
-    cameras: str = typer.Option("corner", "--cameras", help="comma-separated camera names"),
+    cameras: str = typer.Option("corner", "--cameras", help="comma-separated camera names (Meta-World: "
+                                "corner, topview, ...; robosuite: agentview, robot0_eye_in_hand, ...)"),
     workers: int = typer.Option(1, "--workers", min=1, help="worker processes, each rolling out whole tasks"),
     resume: bool = typer.Option(False, "--resume", help="continue a dataset that was interrupted"),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="also keep episodes the expert failed"),
@@ -21,11 +22,11 @@ def collect_cmd(
                                        help="std of correlated noise added to the executed hand motion "
                                             "(DART); the clean expert action is recorded"),
 ) -> None:
-    """Record scripted-expert demonstrations from Meta-World."""
+    """Record scripted-expert demonstrations (Meta-World or robosuite tasks; one robot per dataset)."""
     from pathlib import Path
 
     from vlaforge.apps.collect import CollectConfig, collect, parse_cameras
-    from vlaforge.sim.metaworld import resolve_tasks
+    from vlaforge.sim import resolve_tasks
 
     cfg = CollectConfig(out=Path(out), tasks=resolve_tasks(tasks), episodes_per_task=episodes_per_task,
                         image_size=image_size, cameras=parse_cameras(cameras), workers=workers, resume=resume,

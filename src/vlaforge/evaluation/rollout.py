@@ -1,4 +1,5 @@
-"""Run a policy in Meta-World on fixed seeds, in parallel worker processes, and collect metrics.
+"""Run a policy in a simulator (Meta-World, robosuite: the one whose catalogue has each task) on fixed seeds,
+in parallel worker processes, and collect metrics.
 
 Episode seeds are ``seed, seed + 1, ...`` for every task (disjoint from demonstration seeds, which start at
 0). Each worker loads the checkpoint once and keeps one environment (one renderer) per task
@@ -17,12 +18,9 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from vlaforge.evaluation.metrics import EpisodeResult, episode_from_trace
-
-SIM_EMBODIMENT = "sawyer"
-SIM_STATE_DIM = SIM_ACTION_DIM = 4
 
 
 @dataclass(frozen=True)
@@ -54,21 +52,24 @@ class IncompatibleCheckpoint(ValueError):
     """The checkpoint cannot run in this simulator as it is (cameras, embodiment, sizes)."""
 
 
-def check_compatible(policy_config) -> None:
-    """Raise a clear error when a checkpoint's cameras or embodiment do not fit Meta-World's Sawyer."""
-    from vlaforge.sim.metaworld import CAMERAS
+def check_compatible(policy_config, tasks: Iterable[str] = ("drawer-open-v3",)) -> None:
+    """Raise a clear error when a checkpoint's cameras or embodiment do not fit the simulator of each task
+    (``vlaforge.sim.simulator_for_task``; the default task is Meta-World's Sawyer)."""
+    from vlaforge.sim import simulator_for_task
 
-    unknown = [c for c in policy_config.cameras if c not in CAMERAS]
-    if unknown:
-        raise IncompatibleCheckpoint(f"checkpoint cameras {list(policy_config.cameras)}: "
-                                     f"Meta-World has no camera {unknown}; it has {list(CAMERAS)}")
-    spec = policy_config.embodiments.get(SIM_EMBODIMENT)
-    if spec is None:
-        raise IncompatibleCheckpoint(f"checkpoint embodiments {list(policy_config.embodiments)}: expected "
-                                     f"{SIM_EMBODIMENT!r} (Meta-World's robot)")
-    if (spec.state_dim, spec.action_dim) != (SIM_STATE_DIM, SIM_ACTION_DIM):
-        raise IncompatibleCheckpoint(f"embodiment {SIM_EMBODIMENT!r}: Meta-World has state 4 / action 4, the "
-                                     f"checkpoint expects state {spec.state_dim} / action {spec.action_dim}")
+    for spec in {s.name: s for s in map(simulator_for_task, tasks)}.values():
+        unknown = [c for c in policy_config.cameras if c not in spec.cameras]
+        if unknown:
+            raise IncompatibleCheckpoint(f"checkpoint cameras {list(policy_config.cameras)}: {spec.name} has "
+                                         f"no camera {unknown}; it has {list(spec.cameras)}")
+        robot = policy_config.embodiments.get(spec.embodiment)
+        if robot is None:
+            raise IncompatibleCheckpoint(f"checkpoint embodiments {list(policy_config.embodiments)}: "
+                                         f"expected {spec.embodiment!r} ({spec.name}'s robot)")
+        if (robot.state_dim, robot.action_dim) != (spec.state_dim, spec.action_dim):
+            raise IncompatibleCheckpoint(f"embodiment {spec.embodiment!r}: {spec.name} has state "
+                                         f"{spec.state_dim} / action {spec.action_dim}, the checkpoint "
+                                         f"expects state {robot.state_dim} / action {robot.action_dim}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -85,12 +86,13 @@ class Rollouts:
         self.envs: dict[str, Any] = {}
 
     def env(self, task: str):
-        from vlaforge.sim.metaworld import MetaWorldEnv
+        from vlaforge.sim import simulator_for_task
 
         if task not in self.envs:
             cfg, pc = self.cfg, self.policy.config
-            self.envs[task] = MetaWorldEnv(task, cameras=pc.cameras, image_size=pc.image_size,
-                                           max_steps=cfg.max_steps, instruction=cfg.instructions.get(task))
+            self.envs[task] = simulator_for_task(task).make_env(
+                task, cameras=pc.cameras, image_size=pc.image_size, max_steps=cfg.max_steps,
+                instruction=cfg.instructions.get(task))
         return self.envs[task]
 
     def episode(self, item: tuple[str, int, bool]) -> EpisodeResult:
@@ -138,7 +140,7 @@ def _init_worker(cfg: EvalConfig, threads: int) -> None:
 
     torch.set_num_threads(threads)
     policy = Policy.load(cfg.checkpoint)
-    check_compatible(policy.config)
+    check_compatible(policy.config, cfg.tasks)
     policy.set_precision(cfg.bf16, warn=False)  # the parent resolved "auto" (choose_precision) and warned
     _STATE.clear()
     _STATE["rollouts"] = Rollouts(cfg, policy)
@@ -172,7 +174,7 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True, policy: Any = None) -
 
     _check_source(cfg, policy)
     # fail here, before starting any worker: a worker whose start-up fails would be restarted by the pool
-    check_compatible((policy if policy is not None else Policy.load(cfg.checkpoint)).config)
+    check_compatible((policy if policy is not None else Policy.load(cfg.checkpoint)).config, cfg.tasks)
     items = [(t, cfg.seed + i, i < cfg.videos) for i in range(cfg.episodes) for t in cfg.tasks]
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(items), desc="eval episodes", unit="ep", disable=not progress, dynamic_ncols=True)
@@ -232,7 +234,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True, print_table: bool = True, p
         from vlaforge.policy import Policy
 
         policy = Policy.load(cfg.checkpoint)  # a missing or broken checkpoint fails here, with its message
-    check_compatible(policy.config)
+    check_compatible(policy.config, cfg.tasks)
     chunk = policy.config.chunk_size
     before = policy.inference_precision
     precision = policy.set_precision(cfg.bf16)  # decided once: the workers take it as a plain bool

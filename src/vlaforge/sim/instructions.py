@@ -28,6 +28,12 @@ METAWORLD_TASKS: tuple[str, ...] = (
     "shelf-place-v3", "sweep-into-v3", "sweep-v3", "window-open-v3", "window-close-v3",
 )
 
+#: What a dataset calls each dimension of the Sawyer's state and action, and of the environment state
+STATE_NAMES = ("hand_x", "hand_y", "hand_z", "gripper_opening")
+ACTION_NAMES = ("hand_dx", "hand_dy", "hand_dz", "gripper_effort")
+#: ``observation.environment_state``: Meta-World's object and goal positions
+ENV_STATE_NAMES = ("obj1_x", "obj1_y", "obj1_z", "obj2_x", "obj2_y", "obj2_z", "goal_x", "goal_y", "goal_z")
+
 #: Derived tasks: a base Meta-World scene with its own success test, expert and instruction.
 #: name -> base scene. Their behaviour is registered in :mod:`vlaforge.sim.metaworld`.
 DERIVED_TASKS: dict[str, str] = {

@@ -45,6 +45,7 @@ from vlaforge.sim import SIMULATORS  # noqa: E402
 from vlaforge.sim import instructions as _catalogue  # noqa: E402
 from vlaforge.sim.instructions import (  # noqa: E402,F401  (re-exported)
     DERIVED_TASKS,
+    ENV_STATE_NAMES,
     METAWORLD_TASKS,
     TASK_SETS,
     add_task,
@@ -64,9 +65,8 @@ __all__ = [
 
 _SPEC = SIMULATORS.get("metaworld")  # this simulator's registry entry (vlaforge.sim)
 EMBODIMENT_NAME = _SPEC.embodiment
-#: ``observation.environment_state``: Meta-World's object and goal positions (its 39-d observation's
-#: [4:7], [11:14] and [36:39]; the quaternions and the previous frame are left out)
-ENV_STATE_NAMES = ("obj1_x", "obj1_y", "obj1_z", "obj2_x", "obj2_y", "obj2_z", "goal_x", "goal_y", "goal_z")
+#: ``observation.environment_state`` (ENV_STATE_NAMES): Meta-World's object and goal positions (its 39-d
+#: observation's [4:7], [11:14] and [36:39]; the quaternions and the previous frame are left out)
 _ENV_STATE_INDEX = np.r_[4:7, 11:14, 36:39]
 #: Cameras of the Meta-World scene (xyz_base.xml), as registered.
 CAMERAS = _SPEC.cameras
