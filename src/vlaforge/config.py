@@ -120,13 +120,19 @@ PARAMETER_GROUPS = ("vision", "language", "state", "fusion", "heads")
 @dataclass(frozen=True)
 class EmbodimentSpec:
     """One robot: the size of its state vector and of its action vector, and of the environment state its data
-    records (``observation.environment_state``; 0: none), the target of the auxiliary loss."""
+    records (``observation.environment_state``; 0: none), the target of the auxiliary loss.
+
+    ``cameras``: this robot's own camera names, one per camera of the policy (``PolicyConfig.cameras``, in
+    that order), where they differ: a Meta-World Sawyer's ``corner`` and a robosuite Panda's ``agentview``
+    then feed the same camera input. Empty: the policy's names."""
 
     state_dim: int
     action_dim: int
     env_state_dim: int = 0
+    cameras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", tuple(self.cameras))
         for name, lowest in (("state_dim", 1), ("action_dim", 1), ("env_state_dim", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lowest:
@@ -214,6 +220,12 @@ class PolicyConfig:
             raise bad("cameras", "a non-empty list of distinct camera names")
         if not self.embodiments:
             raise bad("embodiments", "at least one embodiment")
+        for name, spec in self.embodiments.items():
+            if spec.cameras and (len(spec.cameras) != len(self.cameras) or len(set(spec.cameras)) < len(
+                    spec.cameras)):
+                raise ValueError(f"PolicyConfig.embodiments[{name!r}].cameras: expected {len(self.cameras)} "
+                                 f"distinct names (one per policy camera {list(self.cameras)}), "
+                                 f"got {list(spec.cameras)}")
         for name in ("chunk_size", "d_model", "depth", "heads", "language_tokens", "head_width",
                      "head_depth", "vision_max_grid", "hash_buckets"):
             if int(getattr(self, name)) <= 0:
@@ -229,6 +241,10 @@ class PolicyConfig:
         if not self.vision_channels:
             raise bad("vision_channels", "at least one stage")
 
+    def cameras_of(self, embodiment: str) -> tuple[str, ...]:
+        """The camera names ``embodiment``'s observations use, in the order of ``cameras``."""
+        return self.embodiments[embodiment].cameras or self.cameras
+
     def settings(self, head: str | None = None) -> Any:
         """The settings of ``head`` (default: this config's head); None for a head that has none."""
         return getattr(self.head_settings, head or self.head, None)
@@ -243,7 +259,7 @@ class PolicyConfig:
         d = dataclasses.asdict(self)
         d["cameras"] = list(self.cameras)
         d["vision_channels"] = list(self.vision_channels)
-        d["embodiments"] = {k: dataclasses.asdict(v) for k, v in self.embodiments.items()}
+        d["embodiments"] = {k: _embodiment_dict(v) for k, v in self.embodiments.items()}
         return d
 
     @classmethod
@@ -266,6 +282,17 @@ class PolicyConfig:
 
     def replace(self, **changes: Any) -> "PolicyConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _embodiment_dict(spec: EmbodimentSpec) -> dict[str, Any]:
+    """JSON of an embodiment; ``cameras`` only where the robot has its own names (so a checkpoint of a policy
+    without them reads as it did before they existed)."""
+    d = dataclasses.asdict(spec)
+    if spec.cameras:
+        d["cameras"] = list(spec.cameras)
+    else:
+        del d["cameras"]
+    return d
 
 
 def _head_settings(value: Any) -> Any:

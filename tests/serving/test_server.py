@@ -181,6 +181,30 @@ def test_batched_prediction_equals_one_by_one_for_mixed_embodiments():
     assert [b.shape[1] for b in batched] == [4, 14, 4, 14, 4]  # each robot its own action size, no padding
 
 
+def test_each_robot_sends_its_own_camera_names():
+    """A policy trained on two robots reads the Panda's ``agentview`` where the Sawyer has ``corner``: the
+    metadata says so, the client sends that robot's cameras, the server checks them per robot."""
+    from vlaforge.config import EmbodimentSpec
+    from vlaforge.serving.client import PolicyClient, ServerError
+    from vlaforge.serving.server import PolicyServer
+
+    base = tiny_policy(embodiments={"panda": (9, 7)})
+    embs = dict(base.config.embodiments) | {"panda": EmbodimentSpec(9, 7, cameras=("agentview",))}
+    policy = type(base)(base.config.replace(embodiments=embs), base.stats).eval()
+    policy.load_state_dict(base.state_dict())
+    panda = {k.replace("corner", "agentview"): v for k, v in frame(policy, 1, embodiment="panda").items()}
+    sawyer = frame(policy, 2)
+    with PolicyServer(policy, token=TOKEN).run_in_thread() as running:
+        with PolicyClient(running.url, token=TOKEN) as c:
+            assert c.metadata["embodiments"]["panda"]["cameras"] == ["agentview"]
+            assert c.config.cameras_of("panda") == ("agentview",) and c.config.cameras_of("sawyer") == ("corner",)
+            np.testing.assert_allclose(c.predict_chunk(panda), policy.predict_chunk(panda), atol=1e-5)
+            np.testing.assert_allclose(c.predict_chunk(sawyer), policy.predict_chunk(sawyer), atol=1e-5)
+            wrong = {k.replace("agentview", "corner"): v for k, v in panda.items()}
+            with pytest.raises(ServerError, match="observation.images.agentview: missing"):
+                c.predict_chunk(wrong)
+
+
 def test_a_slow_forward_pass_stalls_no_other_connection(policy):
     server = SlowServer(policy)
     with server.run_in_thread() as running:

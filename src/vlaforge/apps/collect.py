@@ -227,6 +227,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         cameras=cfg.cameras,
         image_size=cfg.image_size,
         robot_type=sim.embodiment,
+        state_dim=sim.state_dim,
+        action_dim=sim.action_dim,
         state_names=state_names,
         action_names=action_names,
         env_state_dim=len(env_names),

@@ -281,7 +281,7 @@ class SimDeployment:
         self.cfg, self.policy, self.adapter = cfg, policy, adapter
         pc = policy.config
         sim = simulator_for_task(cfg.task)
-        self.env = sim.make_env(cfg.task, cameras=pc.cameras, image_size=pc.image_size,
+        self.env = sim.make_env(cfg.task, cameras=pc.cameras_of(sim.embodiment), image_size=pc.image_size,
                                 max_steps=cfg.max_steps)
         self.dt = 1.0 / float(type(self.env).metadata["render_fps"])
         embodiment = sim.embodiment

@@ -58,14 +58,15 @@ def check_compatible(policy_config, tasks: Iterable[str] = ("drawer-open-v3",)) 
     from vlaforge.sim import simulator_for_task
 
     for spec in {s.name: s for s in map(simulator_for_task, tasks)}.values():
-        unknown = [c for c in policy_config.cameras if c not in spec.cameras]
-        if unknown:
-            raise IncompatibleCheckpoint(f"checkpoint cameras {list(policy_config.cameras)}: {spec.name} has "
-                                         f"no camera {unknown}; it has {list(spec.cameras)}")
         robot = policy_config.embodiments.get(spec.embodiment)
         if robot is None:
             raise IncompatibleCheckpoint(f"checkpoint embodiments {list(policy_config.embodiments)}: "
                                          f"expected {spec.embodiment!r} ({spec.name}'s robot)")
+        cams = policy_config.cameras_of(spec.embodiment)
+        unknown = [c for c in cams if c not in spec.cameras]
+        if unknown:
+            raise IncompatibleCheckpoint(f"checkpoint cameras {list(cams)}: {spec.name} has "
+                                         f"no camera {unknown}; it has {list(spec.cameras)}")
         if (robot.state_dim, robot.action_dim) != (spec.state_dim, spec.action_dim):
             raise IncompatibleCheckpoint(f"embodiment {spec.embodiment!r}: {spec.name} has state "
                                          f"{spec.state_dim} / action {spec.action_dim}, the checkpoint "
@@ -90,9 +91,10 @@ class Rollouts:
 
         if task not in self.envs:
             cfg, pc = self.cfg, self.policy.config
-            self.envs[task] = simulator_for_task(task).make_env(
-                task, cameras=pc.cameras, image_size=pc.image_size, max_steps=cfg.max_steps,
-                instruction=cfg.instructions.get(task))
+            sim = simulator_for_task(task)
+            self.envs[task] = sim.make_env(
+                task, cameras=pc.cameras_of(sim.embodiment), image_size=pc.image_size,
+                max_steps=cfg.max_steps, instruction=cfg.instructions.get(task))
         return self.envs[task]
 
     def episode(self, item: tuple[str, int, bool]) -> EpisodeResult:
@@ -106,9 +108,10 @@ class Rollouts:
         h = policy.config.chunk_size
         k = cfg.execute_steps or max(1, h // 2)
         executor = ChunkExecutor(policy, strategy=cfg.strategy, recompute_every=min(k, h))
-        first_cam = image_key(policy.config.cameras[0])
+        env = self.env(task)
+        first_cam = image_key(env.cameras[0])
         try:
-            ep = run_episode(self.env(task), executor, seed=seed, max_steps=cfg.max_steps,
+            ep = run_episode(env, executor, seed=seed, max_steps=cfg.max_steps,
                              stop_on_success=cfg.stop_on_success, record=first_cam if record else None)
             latencies = [t * 1000 for t in executor.pop_inference_times()]
             calls = executor.policy_calls

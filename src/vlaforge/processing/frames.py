@@ -16,16 +16,18 @@ class Frame:
     embodiment: str
     state: np.ndarray  # float32 (P,), physical units
     task: str
-    images: tuple[np.ndarray, ...]  # uint8 (S, S, 3) per camera, in config.cameras order
+    images: tuple[np.ndarray, ...]  # uint8 (S, S, 3) per camera, in config.cameras order (the robot's names)
 
 
-def camera_key(config, cam: str, data: Mapping[str, Any], what: str) -> str:
+def camera_key(config, cam: str, data: Mapping[str, Any], what: str, embodiment: str | None = None) -> str:
     """``observation.images.<cam>``, or a clear error naming the cameras expected and present."""
     key = image_key(cam)
     if key not in data:
         present = sorted(k for k in data if k.startswith("observation.images."))
-        raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras "
-                       f"{list(config.cameras)}, the {what} has {present}")
+        cams = config.cameras_of(embodiment) if embodiment is not None else config.cameras
+        robot = f" of {embodiment!r}" if embodiment is not None and len(config.embodiments) > 1 else ""
+        raise KeyError(f"{key}: missing camera {cam!r}; the policy expects cameras{robot} "
+                       f"{list(cams)}, the {what} has {present}")
     return key
 
 
@@ -56,8 +58,8 @@ def check_frame(config, obs: Mapping[str, Any]) -> Frame:
     if not isinstance(task, str):
         raise TypeError(f"{TASK}: expected the instruction as a str, got {type(task).__name__}")
     s, images = config.image_size, []
-    for cam in config.cameras:
-        key = camera_key(config, cam, obs, "observation")
+    for cam in config.cameras_of(emb):
+        key = camera_key(config, cam, obs, "observation", emb)
         im = np.asarray(obs[key])
         if im.shape != (s, s, 3) or im.dtype != np.uint8:
             raise ValueError(f"{key}: expected uint8 ({s}, {s}, 3), got {im.dtype} {im.shape}")
@@ -69,5 +71,5 @@ def example_frame(config) -> dict[str, Any]:
     """A valid frame of zeros for the config's first embodiment (warm-ups, probes, tests)."""
     emb, spec = next(iter(config.embodiments.items()))
     s = config.image_size
-    frame: dict[str, Any] = {image_key(c): np.zeros((s, s, 3), np.uint8) for c in config.cameras}
+    frame: dict[str, Any] = {image_key(c): np.zeros((s, s, 3), np.uint8) for c in config.cameras_of(emb)}
     return frame | {OBS_STATE: np.zeros(spec.state_dim, np.float32), TASK: "probe", EMBODIMENT: emb}

@@ -66,6 +66,7 @@ class ServedEmbodiment:
     state_dim: int
     action_dim: int
     control_hz: float | None = None
+    cameras: tuple[str, ...] = ()  # the robot's own camera names where they differ from the policy's
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class ServedConfig:
     image_size: int
     head: str
     embodiments: dict[str, ServedEmbodiment] = field(default_factory=dict)
+
+    def cameras_of(self, embodiment: str) -> tuple[str, ...]:
+        """The camera names ``embodiment``'s observations use (as ``PolicyConfig.cameras_of``)."""
+        return self.embodiments[embodiment].cameras or self.cameras
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ class PolicyClient(contextlib.AbstractContextManager):
         return ServedConfig(chunk_size=int(m["chunk_size"]), cameras=tuple(m["cameras"]),
                             image_size=int(m["image_size"]), head=str(m["head"]),
                             embodiments={e: ServedEmbodiment(int(s["state_dim"]), int(s["action_dim"]),
-                                                             s.get("control_hz"))
+                                                             s.get("control_hz"), tuple(s.get("cameras", ())))
                                          for e, s in m["embodiments"].items()})
 
     @property
@@ -204,7 +209,10 @@ class PolicyClient(contextlib.AbstractContextManager):
 
     def predict(self, obs: Mapping[str, Any]) -> Reply:
         """:meth:`predict_chunk` with everything the reply says (:class:`Reply`)."""
-        wire = encode_observation(obs, self.metadata["cameras"], self.image_encoding, self.jpeg_quality)
+        emb = obs.get("embodiment")
+        served = self.metadata["embodiments"].get(emb) if isinstance(emb, str) else None
+        cameras = (served or {}).get("cameras") or self.metadata["cameras"]
+        wire = encode_observation(obs, cameras, self.image_encoding, self.jpeg_quality)
         with self._lock:
             self._next_id += 1
             rid = self._next_id

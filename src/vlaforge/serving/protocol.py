@@ -222,12 +222,6 @@ def validate_observation(obs: Any, metadata: Mapping[str, Any]) -> dict[str, Any
     if not isinstance(obs, dict):
         raise ProtocolError("bad_observation", f"obs: expected a map, got {type(obs).__name__}")
     embodiments = metadata["embodiments"]
-    size, cams = int(metadata["image_size"]), [image_key(c) for c in metadata["cameras"]]
-    allowed = {*cams, OBS_STATE, *OPTIONAL_KEYS}
-    unknown = sorted(str(k) for k in obs if k not in allowed)
-    if unknown:
-        raise ProtocolError("bad_observation", f"obs: unexpected keys {unknown[:8]}; "
-                                               f"expected {sorted(allowed)}")
     emb = obs.get(EMBODIMENT)
     if emb is None:
         if len(embodiments) != 1:
@@ -237,6 +231,14 @@ def validate_observation(obs: Any, metadata: Mapping[str, Any]) -> dict[str, Any
     if not isinstance(emb, str) or emb not in embodiments:
         raise ProtocolError("unknown_embodiment", f"{EMBODIMENT}: expected one of {sorted(embodiments)}, got "
                                                   f"{str(emb)[:40]!r}")
+    # the robot's own camera names where the policy knows them (a policy trained on several robots)
+    size = int(metadata["image_size"])
+    cams = [image_key(c) for c in embodiments[emb].get("cameras") or metadata["cameras"]]
+    allowed = {*cams, OBS_STATE, *OPTIONAL_KEYS}
+    unknown = sorted(str(k) for k in obs if k not in allowed)
+    if unknown:
+        raise ProtocolError("bad_observation", f"obs: unexpected keys {unknown[:8]}; "
+                                               f"expected {sorted(allowed)}")
     task = obs.get(TASK)
     if not isinstance(task, str) or not task.strip() or len(task) > MAX_TASK_CHARS:
         raise ProtocolError("bad_observation", f"{TASK}: expected the instruction as a non-empty str "

@@ -100,6 +100,7 @@ class PolicyServer:
         self.metadata: dict[str, Any] = {
             "type": "metadata", "protocol": PROTOCOL_VERSION, "server": _server_name(),
             "embodiments": {e: {"state_dim": s.state_dim, "action_dim": s.action_dim, "control_hz": hz[e],
+                                **({"cameras": list(s.cameras)} if s.cameras else {}),
                                 "stats": {k: {n: np.asarray(v, np.float32) for n, v in st.items()}
                                           for k, st in policy.stats[e].items()}}
                             for e, s in pc.embodiments.items()},

@@ -20,7 +20,10 @@ Seed convention (the same as Meta-World's): episode seed ``s`` is the layout (ob
 initial joint noise) of a fresh ``robosuite.make(ENV, ..., seed=s)`` after its first ``reset()``. robosuite
 draws those from one generator, ``default_rng(s)``, once when the env is built and again on that first
 reset; :meth:`RobosuiteEnv.reset` gives the env a new generator seeded by ``s`` and resets it twice, which
-reproduces the fresh env bit for bit (tests/sim check it) at ~1 ms instead of the ~5 s a new env costs.
+reproduces the fresh env's placements and joints bit for bit (tests/sim check it) at ~1 ms instead of the
+~2.6 s a new env costs. One difference: sizes robosuite draws once, when it builds the model (Lift's cube
+half-size, 0.020-0.022 m), are those of seed 0 in every episode here, where a fresh env would draw them from
+``s``.
 
 Rendering: our own ``mujoco.Renderer`` per env with shadows and multisampling off (~5x cheaper), robosuite's
 renderer is never created. ``robosuite`` is imported when the first env is built (it is an optional
@@ -64,7 +67,7 @@ class RobosuiteSnapshot:
     """Everything :meth:`RobosuiteEnv.restore` needs to return to a moment of an episode."""
 
     seed: int | None
-    sim_state: np.ndarray  # MuJoCo's integration state (mjSTATE_INTEGRATION: time, qpos, qvel, warm start, ...)
+    sim_state: np.ndarray  # MuJoCo's integration state (mjSTATE_INTEGRATION: time, qpos, qvel, warm start)
     timestep: int
     raw_obs: dict
     steps: int

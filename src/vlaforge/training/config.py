@@ -93,7 +93,8 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """The policy to train (its fields are listed under ``policy.*``)."""
     dataset: str = ""
-    """Dataset directory (LeRobot v3 layout, as ``vlaforge collect`` writes)."""
+    """Dataset directory (LeRobot v3 layout, as ``vlaforge collect`` writes); several robots' datasets
+    comma-separated: one policy over all of them, each robot an equal share of the batches."""
     out: str = ""
     """Run directory: config.json, log.jsonl, train.log, checkpoints/, and the final checkpoint/."""
     init: str = ""

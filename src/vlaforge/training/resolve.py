@@ -41,8 +41,13 @@ def policy_config_from_checkpoint(path: str | Path) -> PolicyConfig:
     return read_init(path)[0]
 
 
-def resolve_policy(config: TrainConfig, data_stats: Mapping[str, Any]) -> tuple[PolicyConfig, dict]:
+def resolve_policy(config: TrainConfig, data_stats: Mapping[str, Any],
+                   embodiment_cameras: Mapping[str, tuple[str, ...]] | None = None
+                   ) -> tuple[PolicyConfig, dict]:
+    """``embodiment_cameras``: each robot's own camera names where a mixture of datasets renames them to the
+    policy's (``vlaforge.data.mixed``); they become ``EmbodimentSpec.cameras``."""
     stats = {e: v for e, v in data_stats.items()}
+    own = {e: tuple(c) for e, c in (embodiment_cameras or {}).items() if tuple(c) != config.policy.cameras}
     policy = config.policy
     init_cfg, init_stats = read_init(config.init) if config.init else (None, {})
     if config.embodiments_from_data:
@@ -54,7 +59,7 @@ def resolve_policy(config: TrainConfig, data_stats: Mapping[str, Any]) -> tuple[
         for e, s in data_stats.items():
             env_dim = len(s[OBS_ENV_STATE]["mean"]) if policy.aux_env_weight > 0 and OBS_ENV_STATE in s else 0
             embs[e] = EmbodimentSpec(state_dim=len(s[OBS_STATE]["mean"]), action_dim=len(s[ACTION]["mean"]),
-                                     env_state_dim=env_dim)
+                                     env_state_dim=env_dim, cameras=own.get(e, ()))
         policy = policy.replace(embodiments=embs)
     else:
         for e in policy.embodiments:

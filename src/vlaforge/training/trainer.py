@@ -185,10 +185,18 @@ def open_datasets(config: TrainConfig, is_main: bool):
         raise ValueError("dataset: expected a dataset directory (--dataset DIR), got nothing")
     common = {"chunk_size": config.policy.chunk_size, "seed": config.seed, "progress": is_main,
               "env_state": config.policy.aux_env_weight > 0}
-    train_ds = ChunkDataset(config.dataset, split="train", augment=config.augment,
-                            paraphrase=config.paraphrase, **common)
-    val_ds = ChunkDataset(config.dataset, split="val", augment=False, paraphrase=False, **common)
-    return train_ds, (val_ds if len(val_ds) else None)
+    roots = [r.strip() for r in config.dataset.split(",") if r.strip()]
+    trains = [ChunkDataset(r, split="train", augment=config.augment, paraphrase=config.paraphrase, **common)
+              for r in roots]
+    vals = [ChunkDataset(r, split="val", augment=False, paraphrase=False, **common) for r in roots]
+    if len(roots) == 1:
+        return trains[0], (vals[0] if len(vals[0]) else None)
+    # several robots' datasets (comma-separated): one balanced mixture, images under the policy's cameras
+    from vlaforge.data.mixed import MixedDataset
+
+    vals = [v for v in vals if len(v)]
+    return (MixedDataset(trains, config.policy.cameras),
+            MixedDataset(vals, config.policy.cameras) if vals else None)
 
 
 class Trainer:
@@ -254,7 +262,8 @@ class Trainer:
             policy_cfg = Policy.read_config(self.out / LAST / ckpt.POLICY_DIR)
         else:
             loaded = None
-            policy_cfg, stats = resolve_policy(cfg, train_ds.stats)
+            own_cameras = getattr(train_ds, "embodiment_cameras", None)  # a mixture of robots' datasets
+            policy_cfg, stats = resolve_policy(cfg, train_ds.stats, own_cameras)
             cfg = self.config = cfg.replace(policy=policy_cfg)
         # a dataset drawing from its own generator (augmentation) seeds it from torch's seed on first use:
         # make that seed the run's (per rank), before any item is read
