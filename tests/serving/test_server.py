@@ -197,7 +197,8 @@ def test_each_robot_sends_its_own_camera_names():
     with PolicyServer(policy, token=TOKEN).run_in_thread() as running:
         with PolicyClient(running.url, token=TOKEN) as c:
             assert c.metadata["embodiments"]["panda"]["cameras"] == ["agentview"]
-            assert c.config.cameras_of("panda") == ("agentview",) and c.config.cameras_of("sawyer") == ("corner",)
+            assert c.config.cameras_of("panda") == ("agentview",)
+            assert c.config.cameras_of("sawyer") == ("corner",)
             np.testing.assert_allclose(c.predict_chunk(panda), policy.predict_chunk(panda), atol=1e-5)
             np.testing.assert_allclose(c.predict_chunk(sawyer), policy.predict_chunk(sawyer), atol=1e-5)
             wrong = {k.replace("agentview", "corner"): v for k, v in panda.items()}

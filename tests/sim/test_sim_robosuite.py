@@ -40,7 +40,8 @@ def test_every_task_observes_its_robots_declared_sizes(task):
         obs, info = env.reset(seed=0)
         assert info["seed"] == 0 and obs["embodiment"] == sim.embodiment
         assert obs["task"] == sim.instructions(task)[0]
-        assert obs["observation.state"].shape == (sim.state_dim,) and obs["observation.state"].dtype == np.float32
+        state = obs["observation.state"]
+        assert state.shape == (sim.state_dim,) and state.dtype == np.float32
         assert obs["observation.environment_state"].shape == (9,)
         assert np.abs(obs["observation.environment_state"][:3]).sum() > 0, "the first object's position"
         for c in cams:

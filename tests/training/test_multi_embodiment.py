@@ -58,7 +58,8 @@ def test_one_policy_trains_on_both_robots_and_runs_in_both_simulators(two_robots
     policy = Policy.load(ckpt)
     embs = policy.config.embodiments
     assert (embs["sawyer"].state_dim, embs["sawyer"].action_dim, embs["sawyer"].cameras) == (4, 4, ())
-    assert (embs["panda"].state_dim, embs["panda"].action_dim, embs["panda"].cameras) == (9, 7, ("agentview",))
+    panda_spec = embs["panda"]
+    assert (panda_spec.state_dim, panda_spec.action_dim, panda_spec.cameras) == (9, 7, ("agentview",))
     # save / load bit-exact, the per-robot cameras included
     policy.save(tmp_path / "again")
     again = Policy.load(tmp_path / "again")

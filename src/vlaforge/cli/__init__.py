@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from vlaforge.cli import bench, data, demo, deploy, evaluate, export, presets, ros2, serve, train
+from vlaforge.cli import adapt, bench, data, demo, deploy, evaluate, export, presets, ros2, serve, train
 from vlaforge.errors import INPUT_ERRORS, report
 
 HELP = "Vision-Language-Action policies: collect demonstrations, train, evaluate, deploy."
@@ -45,6 +45,7 @@ app.command("serve")(serve.serve_cmd)
 app.command("ros2")(ros2.ros2_cmd)
 app.command("export")(export.export_cmd)
 app.command("distill")(export.distill_cmd)
+app.command("adapt")(adapt.adapt_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("bench", **bench.SETTINGS)(bench.bench_cmd)
 
