@@ -79,3 +79,26 @@ def test_one_policy_trains_on_both_robots_and_runs_in_both_simulators(two_robots
         res = evaluate(EvalConfig(checkpoint=str(ckpt), tasks=(task,), episodes=1, max_steps=4, videos=0),
                        progress=False, print_table=False)
         assert res["episodes"][0]["steps"] == 4
+
+
+@pytest.mark.parametrize("task", ["lift-ur5e", "two-arm-lift-panda"])
+def test_collect_train_eval_for_the_other_robosuite_robots(tmp_path, task):
+    """The UR5e (13-D state, 7-D action) and the two-arm Panda (18-D, 14-D) go through the same commands."""
+    from vlaforge.apps.collect import CollectConfig, collect
+    from vlaforge.evaluation.rollout import EvalConfig, evaluate
+    from vlaforge.policy import Policy
+    from vlaforge.sim import simulator_for_task
+    from vlaforge.training import train
+
+    sim = simulator_for_task(task)
+    collect(CollectConfig(out=tmp_path / "data", tasks=[task], episodes_per_task=2, image_size=64,
+                          cameras=("agentview",), max_steps=30, post_success_steps=0, keep_failed=True,
+                          progress=False))
+    cfg = debug_config(tmp_path / "data", tmp_path / "run", "policy.language_encoder=hash",
+                       "policy.image_size=64", "policy.cameras=agentview")
+    ckpt = train(cfg).checkpoint
+    res = evaluate(EvalConfig(checkpoint=str(ckpt), tasks=(task,), episodes=1, max_steps=3, videos=0),
+                   progress=False, print_table=False)
+    robot = Policy.read_config(ckpt).embodiments[sim.embodiment]
+    assert (robot.state_dim, robot.action_dim) == (sim.state_dim, sim.action_dim)
+    assert res["episodes"][0]["steps"] == 3

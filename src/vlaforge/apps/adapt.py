@@ -1,4 +1,5 @@
-"""``vlaforge adapt``: a trained policy to a new task from a few demonstrations.
+"""``vlaforge adapt``: a trained policy to a new task from a few demonstrations; ``vlaforge meta-train``:
+MAML meta-training before it (``vlaforge.training.maml``).
 
     result = run_adapt(AdaptConfig(checkpoint="runs/ml10/checkpoint", dataset="data/new-task-k10",
                                    out="runs/adapted", method="lora", rank=8))
@@ -164,3 +165,34 @@ def summary_line(result: dict[str, Any]) -> str:
     return (f"adapted ({result['config']['method']}) in {result['train_s']:.1f} s: loss "
             f"{result['loss_start']:.4f} -> {result['loss_end']:.4f}; {result['checkpoint']}")
 
+
+
+def run_meta_train(checkpoint: str, dataset: str, out: str, maml: Any, threads: int | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """MAML-train the policy of ``checkpoint`` on the tasks of ``dataset`` (``maml``: a ``MAMLConfig``);
+    writes ``<out>/checkpoint`` and ``<out>/meta_train.json``. Adapt the result to a new task with the inner
+    loop's groups and learning rate (``--method head --lr <inner_lr>`` for the default heads)."""
+    import torch
+
+    from vlaforge.data import ChunkDataset, DatasetReader
+    from vlaforge.fsutil import write_json_atomic
+    from vlaforge.policy import Policy
+    from vlaforge.training.maml import meta_train
+
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        policy = Policy.load(checkpoint)
+        check_dataset_fits(policy.config, DatasetReader(dataset))
+        data = ChunkDataset(dataset, policy.config.chunk_size, split="train", seed=maml.seed,
+                            progress=progress)
+        torch.manual_seed(maml.seed)
+        policy.float()
+        curve = meta_train(policy, data, maml, progress=progress)
+        policy.eval().save(Path(out) / "checkpoint")
+        result = {"config": asdict(maml), "checkpoint": str(Path(out) / "checkpoint"), **curve}
+        write_json_atomic(Path(out) / "meta_train.json", result)
+        return result
+    finally:
+        torch.set_num_threads(saved)

@@ -46,6 +46,7 @@ app.command("ros2")(ros2.ros2_cmd)
 app.command("export")(export.export_cmd)
 app.command("distill")(export.distill_cmd)
 app.command("adapt")(adapt.adapt_cmd)
+app.command("meta-train")(adapt.meta_train_cmd)
 app.command("demo")(demo.demo_cmd)
 app.command("bench", **bench.SETTINGS)(bench.bench_cmd)
 

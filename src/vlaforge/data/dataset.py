@@ -325,6 +325,15 @@ class ChunkDataset(torch.utils.data.Dataset):
     def num_episodes(self) -> int:
         return len(self.episode_indices)
 
+    def items_by_task(self) -> dict[str, list[int]]:
+        """``{task name: indices of this split's items}`` (the episode's ``task_name``, else its
+        instruction): per-task batches, as meta-learning draws them."""
+        out: dict[str, list[int]] = {}
+        for i, g in enumerate(self._frames):
+            ep = self.reader.episodes[int(self._ep_of[g])]
+            out.setdefault(ep.task_name or self.reader.task_of(ep), []).append(i)
+        return out
+
 
 # ---------------------------------------------------------------------------------------------- batches
 
