@@ -57,8 +57,8 @@ def test_the_meta_train_command_writes_a_checkpoint(two_tasks, tmp_path):
 
     tiny().save(tmp_path / "init")
     code, out, err = run_cli(["meta-train", "--checkpoint", str(tmp_path / "init"), "--dataset",
-                              str(two_tasks.reader.root), "--out", str(tmp_path / "meta"), "--meta-steps", "2",
-                              "--batch-size", "4", "--threads", "1"])
+                              str(two_tasks.reader.root), "--out", str(tmp_path / "meta"),
+                              "--meta-steps", "2", "--batch-size", "4", "--threads", "1"])
     assert code == 0, err
     assert "meta-trained 2 steps" in out and "over 2 tasks" in out
     Policy.load(tmp_path / "meta" / "checkpoint")
