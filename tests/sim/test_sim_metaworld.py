@@ -15,6 +15,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from vlaforge.sim import metaworld as mwmod  # noqa: E402
 from vlaforge.sim.metaworld import CAMERAS, MetaWorldEnv, instruction  # noqa: E402
+from vlaforge.sim.mujoco_frames import TEXT_CHARSET  # noqa: E402
 
 IMAGE_KEYS = ("observation.images.corner", "observation.images.topview")
 
@@ -85,7 +86,7 @@ def test_every_task_sentence_fits_the_text_space():
     # the Text space's charset must accept every instruction in the catalogue
     from vlaforge.sim.instructions import all_tasks, instructions
 
-    charset = set(mwmod._TEXT_CHARSET)
+    charset = set(TEXT_CHARSET)
     for task in all_tasks():
         for s in instructions(task):
             assert set(s) <= charset, (task, s, set(s) - charset)
@@ -463,9 +464,9 @@ def test_fast_render_settings_and_close():
     env.reset(seed=0)
     model = env.mw_env.model
     assert not model.light_castshadow.any() and model.vis.quality.offsamples == 0
-    renderer = env._renderer
+    renderer = env._renderer._renderer  # the MuJoCo renderer, made on the first frame
     assert renderer is not None
     env.step(np.zeros(4))
-    assert env._renderer is renderer  # one renderer, reused
+    assert env._renderer._renderer is renderer  # one renderer, reused
     env.close()
     assert env._renderer is None and env.mw_env is None

@@ -30,8 +30,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco loads, unless the user chose a backend
 
-import numbers  # noqa: E402
-import string  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -55,6 +53,15 @@ from vlaforge.sim.instructions import (  # noqa: E402,F401  (re-exported)
     instructions,
     resolve_tasks,
 )
+from vlaforge.sim.mujoco_frames import (  # noqa: E402
+    TEXT_CHARSET,
+    CameraRenderer,
+    check_seed,
+    check_settings,
+    get_state,
+    set_state,
+    text_charset,
+)
 from vlaforge.types import EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key  # noqa: E402
 
 __all__ = [
@@ -75,8 +82,6 @@ CAMERAS = _SPEC.cameras
 #: side of the table at the top; behindGripper is upright as rendered.
 _ROTATE_180 = frozenset({"corner", "corner2", "corner3", "corner4"})
 _N_LAYOUTS = 50  # metaworld._N_GOALS: candidate layouts per seed
-_MAX_SEED = 2**32  # np.random.seed accepts [0, 2**32)
-_TEXT_CHARSET = string.ascii_letters + string.digits + " ,.;:'!?-()"
 _LAYOUT_CACHE_SIZE = 1024
 
 
@@ -162,26 +167,11 @@ class MetaWorldEnv(gym.Env):
                  max_steps: int = 300, instruction: str | None = None, render_mode: str | None = "rgb_array"):
         self.task_name = task
         self.base_task = base_task(task)  # raises with a did-you-mean for an unknown name
-        if isinstance(cameras, str):
-            cameras = (cameras,)
-        self.cameras = tuple(cameras)
-        for cam in self.cameras:
-            if cam not in CAMERAS:
-                raise ValueError(f"unknown camera {cam!r}; expected one of {', '.join(CAMERAS)}")
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"cameras: expected distinct names, got {self.cameras}")
-        if not isinstance(image_size, numbers.Integral) or not 8 <= image_size <= 1024:
-            raise ValueError(f"image_size: expected an int in [8, 1024], got {image_size!r}")
-        if not isinstance(max_steps, numbers.Integral) or max_steps < 1:
-            raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
+        self.instruction = instruction if instruction is not None else _catalogue.instruction(task)
+        self.cameras = check_settings(cameras, CAMERAS, image_size, max_steps, render_mode, self.instruction)
         self.image_size = int(image_size)
         self.max_steps = int(max_steps)
         self.render_mode = render_mode
-        self.instruction = instruction if instruction is not None else _catalogue.instruction(task)
-        if not isinstance(self.instruction, str) or not self.instruction.strip():
-            raise ValueError(f"instruction: expected a non-empty string, got {self.instruction!r}")
         self._derived = _DERIVED.get(task)
         if task in DERIVED_TASKS and self._derived is None:
             raise ValueError(f"derived task {task!r} is in the catalogue but has no registered behaviour")
@@ -195,12 +185,7 @@ class MetaWorldEnv(gym.Env):
             reward_function_version="v2", render_mode=None, camera_name=None, camera_id=None,
             width=480, height=480)
         self._mw.max_path_length = max(self._mw.max_path_length, self.max_steps)
-        model = self._mw.model
-        model.light_castshadow[:] = 0  # shadows cost ~5x the frame time
-        model.vis.quality.offsamples = 0  # no multisampling (must be set before the renderer exists)
-        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.image_size)
-        model.vis.global_.offheight = max(model.vis.global_.offheight, self.image_size)
-        self._renderer = None
+        self._renderer = CameraRenderer(self._mw.model, self._mw.data, self.image_size)
         self._policy = ENV_POLICY_MAP[self.base_task]()
         self._layouts: dict[int, Any] = {}  # seed -> metaworld Task
         self._raw_obs: np.ndarray | None = None
@@ -209,13 +194,13 @@ class MetaWorldEnv(gym.Env):
 
         hand = self._mw._HAND_SPACE
         s = self.image_size
-        charset = _TEXT_CHARSET + "".join(sorted(set(self.instruction) - set(_TEXT_CHARSET)))
+        charset = text_charset(self.instruction)
         self.observation_space = spaces.Dict({
             **{image_key(c): spaces.Box(0, 255, (s, s, 3), np.uint8) for c in self.cameras},
             OBS_STATE: spaces.Box(np.append(hand.low, 0.0).astype(np.float32),
                                   np.append(hand.high, 1.0).astype(np.float32), (4,), np.float32),
             TASK: spaces.Text(max_length=max(256, len(self.instruction)), charset=charset),
-            EMBODIMENT: spaces.Text(max_length=64, charset=_TEXT_CHARSET),
+            EMBODIMENT: spaces.Text(max_length=64, charset=TEXT_CHARSET),
             OBS_ENV_STATE: spaces.Box(-np.inf, np.inf, (len(ENV_STATE_NAMES),), np.float32),
         })
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
@@ -291,10 +276,7 @@ class MetaWorldEnv(gym.Env):
     # ------------------------------------------------------------------ gym API
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < _MAX_SEED:
-                raise ValueError(f"seed: expected an int in [0, 2**32), got {seed!r}")
-            seed = int(seed)
+        seed = check_seed(seed)
         super().reset(seed=seed)  # seeds self.np_random when a seed is given
         if seed is None:
             seed = int(self.np_random.integers(0, 2**31 - 1))
@@ -349,21 +331,15 @@ class MetaWorldEnv(gym.Env):
         attributes); ``restore(snapshot)`` brings the env back to it. The same actions then give the same
         observations, bit for bit, every time (MuJoCo is deterministic). Restoring recomputes MuJoCo's derived
         quantities, so the float64 ``raw_obs`` may leave the uninterrupted path in its last bit (~1e-16)."""
-        import mujoco
-
         self._require_reset()
         mw = self._mw
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state = np.empty(mujoco.mj_stateSize(mw.model, spec))
-        mujoco.mj_getState(mw.model, mw.data, state, spec)
         episode = {k: _copy(getattr(mw, k)) for k in _MW_EPISODE_ATTRS}
-        return MetaWorldSnapshot(self.episode_seed, state, episode, self._raw_obs.copy(), self._steps)
+        return MetaWorldSnapshot(self.episode_seed, get_state(mw.model, mw.data), episode,
+                                 self._raw_obs.copy(), self._steps)
 
     def restore(self, snapshot: MetaWorldSnapshot) -> None:
         """Return to ``snapshot`` (taken in this episode, or in an episode of the same seed: the layout is the
         seed's, a snapshot does not carry it)."""
-        import mujoco
-
         if not isinstance(snapshot, MetaWorldSnapshot):
             raise TypeError(f"restore: expected a MetaWorldSnapshot (from env.snapshot()), "
                             f"got {type(snapshot).__name__}")
@@ -372,8 +348,7 @@ class MetaWorldEnv(gym.Env):
             raise ValueError(f"restore: the snapshot is of an episode with seed {snapshot.seed}, the env is "
                              f"in seed {self.episode_seed}: reset(seed={snapshot.seed}) first")
         mw = self._mw
-        mujoco.mj_setState(mw.model, mw.data, snapshot.mujoco_state, mujoco.mjtState.mjSTATE_INTEGRATION)
-        mujoco.mj_forward(mw.model, mw.data)
+        set_state(mw.model, mw.data, snapshot.mujoco_state)
         for k, v in snapshot.metaworld.items():
             setattr(mw, k, _copy(v))
         self._raw_obs = snapshot.raw_obs.copy()
@@ -389,18 +364,13 @@ class MetaWorldEnv(gym.Env):
         """One camera's upright frame for the current state, uint8 (S, S, 3)."""
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; expected one of {', '.join(CAMERAS)}")
-        if self._renderer is None:
-            import mujoco
-
-            self._renderer = mujoco.Renderer(self._mw.model, height=self.image_size, width=self.image_size)
-        self._renderer.update_scene(self._mw.data, camera=camera)
-        frame = self._renderer.render()  # (S, S, 3) uint8
+        frame = self._renderer.render(camera)  # (S, S, 3) uint8
         if camera in _ROTATE_180:
             frame = frame[::-1, ::-1]
         return np.ascontiguousarray(frame)
 
     def close(self):
-        if self._renderer is not None:
+        if getattr(self, "_renderer", None) is not None:
             self._renderer.close()
             self._renderer = None
         if getattr(self, "_mw", None) is not None:

@@ -36,7 +36,6 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco loads, unless the user chose a backend
 
-import numbers  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -44,6 +43,15 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
+from vlaforge.sim.mujoco_frames import (  # noqa: E402
+    TEXT_CHARSET,
+    CameraRenderer,
+    check_seed,
+    check_settings,
+    get_state,
+    set_state,
+    text_charset,
+)
 from vlaforge.sim.robosuite_tasks import CONTROL_HZ, ENV_STATE_NAMES, find_task  # noqa: E402
 from vlaforge.types import EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key  # noqa: E402
 
@@ -58,8 +66,6 @@ _OBJECT_KEYS = {
     "Door": ("door_pos", "handle_pos"),
     "TwoArmLift": ("pot_pos", "handle0_xpos", "handle1_xpos"),
 }
-_MAX_SEED = 2**32
-_TEXT_CHARSET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.;:'!?-()"
 
 
 @dataclass(frozen=True)
@@ -88,33 +94,16 @@ class RobosuiteEnv(gym.Env):
         self.catalogue, self.task = find_task(task)  # raises with a did-you-mean for an unknown name
         self.task_name = task
         self.embodiment = self.catalogue.embodiment
-        self.cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
         n_arms = len(self.task.robots)
         known = [c for c in CAMERAS if n_arms > 1 or c != "robot1_eye_in_hand"]
-        for cam in self.cameras:
-            if cam not in known:
-                raise ValueError(f"unknown camera {cam!r} for {task}; expected one of {', '.join(known)}")
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"cameras: expected distinct names, got {self.cameras}")
-        if not isinstance(image_size, numbers.Integral) or not 8 <= image_size <= 1024:
-            raise ValueError(f"image_size: expected an int in [8, 1024], got {image_size!r}")
         max_steps = self.task.max_steps if max_steps is None else max_steps
-        if not isinstance(max_steps, numbers.Integral) or max_steps < 1:
-            raise ValueError(f"max_steps: expected an int >= 1, got {max_steps!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode: expected 'rgb_array' or None, got {render_mode!r}")
-        self.image_size, self.max_steps, self.render_mode = int(image_size), int(max_steps), render_mode
         self.instruction = instruction if instruction is not None else self.task.sentences[0]
-        if not isinstance(self.instruction, str) or not self.instruction.strip():
-            raise ValueError(f"instruction: expected a non-empty string, got {self.instruction!r}")
+        self.cameras = check_settings(cameras, known, image_size, max_steps, render_mode, self.instruction,
+                                      where=task)
+        self.image_size, self.max_steps, self.render_mode = int(image_size), int(max_steps), render_mode
 
         self._env = _make(self.task, seed=0)
-        model = self._env.sim.model._model
-        model.light_castshadow[:] = 0  # shadows cost ~5x the frame time
-        model.vis.quality.offsamples = 0  # no multisampling (before our renderer exists)
-        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.image_size)
-        model.vis.global_.offheight = max(model.vis.global_.offheight, self.image_size)
-        self._renderer = None
+        self._renderer = CameraRenderer(self._env.sim.model._model, self._env.sim.data._data, self.image_size)
         self._expert = None
         self._raw: dict | None = None
         self._steps = 0
@@ -127,12 +116,12 @@ class RobosuiteEnv(gym.Env):
         state_dim = len(self._observation(images=False)[OBS_STATE])
         self._raw = None
         s = self.image_size
-        charset = _TEXT_CHARSET + "".join(sorted(set(self.instruction) - set(_TEXT_CHARSET)))
+        charset = text_charset(self.instruction)
         self.observation_space = spaces.Dict({
             **{image_key(c): spaces.Box(0, 255, (s, s, 3), np.uint8) for c in self.cameras},
             OBS_STATE: spaces.Box(-np.inf, np.inf, (state_dim,), np.float32),
             TASK: spaces.Text(max_length=max(256, len(self.instruction)), charset=charset),
-            EMBODIMENT: spaces.Text(max_length=64, charset=_TEXT_CHARSET),
+            EMBODIMENT: spaces.Text(max_length=64, charset=TEXT_CHARSET),
             OBS_ENV_STATE: spaces.Box(-np.inf, np.inf, (len(ENV_STATE_NAMES),), np.float32),
         })
         self.action_space = spaces.Box(-1.0, 1.0, (self._env.action_dim,), np.float32)
@@ -155,10 +144,7 @@ class RobosuiteEnv(gym.Env):
     # ------------------------------------------------------------------ gym API
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < _MAX_SEED:
-                raise ValueError(f"seed: expected an int in [0, 2**32), got {seed!r}")
-            seed = int(seed)
+        seed = check_seed(seed)
         super().reset(seed=seed)
         if seed is None:
             seed = int(self.np_random.integers(0, 2**31 - 1))
@@ -206,13 +192,8 @@ class RobosuiteEnv(gym.Env):
         observations: MuJoCo is deterministic and robosuite's delta controller reads only the state)."""
         import copy
 
-        import mujoco
-
         self._require_reset()
-        model, data = self._env.sim.model._model, self._env.sim.data._data
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state = np.empty(mujoco.mj_stateSize(model, spec))
-        mujoco.mj_getState(model, data, state, spec)
+        state = get_state(self._env.sim.model._model, self._env.sim.data._data)
         numeric = [{k: copy.deepcopy(v) for k, v in vars(part).items() if _numeric(v)}
                    for part in self._controller_parts()]
         return RobosuiteSnapshot(self.episode_seed, state, self._env.timestep, copy.deepcopy(self._raw),
@@ -228,13 +209,7 @@ class RobosuiteEnv(gym.Env):
         if snapshot.seed != self.episode_seed:
             raise ValueError(f"restore: the snapshot is of an episode with seed {snapshot.seed}, the env is "
                              f"in seed {self.episode_seed}: reset(seed={snapshot.seed}) first")
-        import mujoco
-
-        model, data = self._env.sim.model._model, self._env.sim.data._data
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        mujoco.mj_setState(model, data, snapshot.sim_state, spec)
-        mujoco.mj_forward(model, data)  # positions and velocities derived again (bodies, sites, cameras) ...
-        mujoco.mj_setState(model, data, snapshot.sim_state, spec)  # ... and the solver's warm start put back
+        set_state(self._env.sim.model._model, self._env.sim.data._data, snapshot.sim_state)
         self._env.timestep = snapshot.timestep
         self._env.cur_time = snapshot.timestep * self._env.control_timestep
         for part, numeric in zip(self._controller_parts(), snapshot.controllers):
@@ -253,16 +228,10 @@ class RobosuiteEnv(gym.Env):
         """One camera's upright frame for the current state, uint8 (S, S, 3)."""
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; expected one of {', '.join(CAMERAS)}")
-        if self._renderer is None:
-            import mujoco
-
-            self._renderer = mujoco.Renderer(self._env.sim.model._model, height=self.image_size,
-                                             width=self.image_size)
-        self._renderer.update_scene(self._env.sim.data._data, camera=camera)
-        return np.ascontiguousarray(self._renderer.render())  # (S, S, 3) uint8, upright
+        return np.ascontiguousarray(self._renderer.render(camera))  # (S, S, 3) uint8, upright as rendered
 
     def close(self):
-        if self._renderer is not None:
+        if getattr(self, "_renderer", None) is not None:
             self._renderer.close()
             self._renderer = None
         if getattr(self, "_env", None) is not None:
