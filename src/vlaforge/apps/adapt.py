@@ -114,8 +114,10 @@ def run_adapt(cfg: AdaptConfig) -> dict[str, Any]:
     try:
         policy = Policy.load(cfg.checkpoint)
         check_dataset_fits(policy.config, DatasetReader(cfg.dataset))
+        # with the auxiliary object-position loss where the policy was trained with it
         data = ChunkDataset(cfg.dataset, policy.config.chunk_size, split="train", augment=True,
-                            paraphrase=True, seed=cfg.seed, progress=cfg.progress)
+                            paraphrase=True, seed=cfg.seed, progress=cfg.progress,
+                            env_state=policy.config.aux_env_weight > 0)
         emb = data.embodiment
         torch.manual_seed(cfg.seed)
         if cfg.method == "scratch":
@@ -186,7 +188,7 @@ def run_meta_train(checkpoint: str, dataset: str, out: str, maml: Any, threads: 
         policy = Policy.load(checkpoint)
         check_dataset_fits(policy.config, DatasetReader(dataset))
         data = ChunkDataset(dataset, policy.config.chunk_size, split="train", seed=maml.seed,
-                            progress=progress)
+                            progress=progress, env_state=policy.config.aux_env_weight > 0)
         torch.manual_seed(maml.seed)
         policy.float()
         curve = meta_train(policy, data, maml, progress=progress)
