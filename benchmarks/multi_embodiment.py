@@ -7,8 +7,8 @@ statistics, one shared vision/language/fusion backbone), the same number of trai
 Data (collected into ROOT/data, reused when present): ``--panda-demos`` scripted demonstrations of each Panda
 task (``--panda-tasks``, default lift-panda) with the ``agentview`` camera at 64 px, and the ``make demo``
 Sawyer data (50 demonstrations each of drawer-open, drawer-close and button-press-topdown, ``corner`` camera,
-64 px). Both runs use the ``demo`` training recipe (compact policy, lr 2e-3, fp32/bf16 by ``auto``) with the
-same steps and batch; the mixed run draws each robot for half of every batch (``vlaforge.data.mixed``), so
+64 px). Both runs use the ``demo`` training recipe (compact policy, lr 2e-3) in fp32 (``auto`` may time the two
+configurations differently and train one in bf16), with the same steps and batch; the mixed run draws each robot for half of every batch (``vlaforge.data.mixed``), so
 the Panda sees half the samples it sees alone. Evaluation: 20 episodes per task on seeds 1000-1019 (Panda,
 and the Sawyer tasks for the mixed policy), success with Wilson 95% intervals. Runs and evaluations found in
 ROOT are reused, an interrupted run is resumed.
@@ -50,7 +50,7 @@ def train_and_eval(name: str, data: str, tasks: dict[str, tuple[str, ...]], root
 
     run = root / name
     train_or_resume(build_config("demo", [f"dataset={data}", f"out={run}", "progress=false", f"steps={steps}",
-                                          f"seed={seed}", *overrides]))
+                                          f"seed={seed}", "bf16=false", *overrides]))
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     end = next(e for e in log if e["event"] == "end")
     precision = next((e for e in log if e["event"] == "precision"), {})
