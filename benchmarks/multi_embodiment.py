@@ -10,8 +10,8 @@ Sawyer data (50 demonstrations each of drawer-open, drawer-close and button-pres
 64 px). Both runs use the ``demo`` training recipe (compact policy, lr 2e-3) in fp32 (``auto`` may time the
 two configurations differently and train one in bf16), with the same steps and batch; the mixed run draws each
 robot for half of every batch (``vlaforge.data.mixed``), so the Panda sees half the samples it sees alone.
-Evaluation: 20 episodes per task on seeds 1000-1019 (Panda, and the Sawyer tasks for the mixed policy), success
-with Wilson 95% intervals. Runs and evaluations found in ROOT are reused, an interrupted run is resumed.
+Evaluation: 20 episodes per task on seeds 1000-1019 (Panda, and the Sawyer tasks for the mixed policy),
+success with Wilson 95% intervals. Runs and evaluations found in ROOT are reused, an interrupted run is resumed.
 """
 
 from __future__ import annotations
