@@ -11,7 +11,8 @@ Sawyer data (50 demonstrations each of drawer-open, drawer-close and button-pres
 two configurations differently and train one in bf16), with the same steps and batch; the mixed run draws each
 robot for half of every batch (``vlaforge.data.mixed``), so the Panda sees half the samples it sees alone.
 Evaluation: 20 episodes per task on seeds 1000-1019 (Panda, and the Sawyer tasks for the mixed policy),
-success with Wilson 95% intervals. Runs and evaluations found in ROOT are reused, an interrupted run is resumed.
+success with Wilson 95% intervals. Runs and evaluations found in ROOT are reused, an interrupted run is
+resumed.
 """
 
 from __future__ import annotations
