@@ -31,11 +31,23 @@ def test_reset_by_seed_is_the_layout_of_a_fresh_robosuite_env():
         env.close()
 
 
+CAMS = ("agentview", "robot0_eye_in_hand")
+
+
+@pytest.fixture(scope="module")
+def envs():
+    """One env per task for the module (building one costs ~2 s): two cameras at 32 px."""
+    made = {t: simulator_for_task(t).make_env(t, cameras=CAMS, image_size=32) for t in TASKS}
+    yield made
+    for env in made.values():
+        env.close()
+
+
 @pytest.mark.parametrize("task", TASKS)
-def test_every_task_observes_its_robots_declared_sizes(task):
+def test_every_task_observes_its_robots_declared_sizes(envs, task):
     sim = simulator_for_task(task)
-    cams = ("agentview", "robot0_eye_in_hand")
-    env = sim.make_env(task, cameras=cams, image_size=32, max_steps=3)
+    cams, env = CAMS, envs[task]
+    env.max_steps = 3
     try:
         obs, info = env.reset(seed=0)
         assert info["seed"] == 0 and obs["embodiment"] == sim.embodiment
@@ -55,7 +67,7 @@ def test_every_task_observes_its_robots_declared_sizes(task):
         with pytest.raises(RuntimeError, match="truncated after max_steps=3"):
             env.step(np.zeros(sim.action_dim, np.float32))
     finally:
-        env.close()
+        env.max_steps = find_task(task)[1].max_steps
 
 
 def test_images_are_upright():
@@ -81,20 +93,17 @@ def test_unknown_names_are_clear_errors():
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_each_expert_succeeds_on_a_fixed_seed(task):
-    env = simulator_for_task(task).make_env(task, cameras=())
-    try:
-        env.reset(seed=0)
-        success = False
-        for _ in range(env.max_steps):
-            action = env.expert_action()
-            assert np.abs(action).max() <= 1.0
-            success = env.step(action)[4]["is_success"]
-            if success:
-                break
-        assert success, f"{task}: the expert did not succeed within {env.max_steps} steps on seed 0"
-    finally:
-        env.close()
+def test_each_expert_succeeds_on_a_fixed_seed(envs, task):
+    env = envs[task]
+    env.reset(seed=0)
+    success = False
+    for _ in range(env.max_steps):
+        action = env.expert_action()
+        assert np.abs(action).max() <= 1.0
+        success = env.step(action)[4]["is_success"]
+        if success:
+            break
+    assert success, f"{task}: the expert did not succeed within {env.max_steps} steps on seed 0"
 
 
 def test_collect_records_the_robots_own_sizes(tmp_path):
