@@ -20,14 +20,15 @@ def two_tasks(tmp_path_factory):
 
 def test_an_inner_step_changes_only_the_adapted_parameters(two_tasks):
     from vlaforge.data import collate
-    from vlaforge.training.maml import _Loss, adapted_names, inner_adapt
+    from vlaforge.training.maml import adapted_names, inner_adapt
+    from vlaforge.training.trainer import LossModule
 
     policy = tiny()
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     names = [f"policy.{n}" for n in adapted_names(policy, ("heads",))]
     params = {f"policy.{n}": p for n, p in policy.named_parameters()}
     batch = collate([two_tasks.get(i) for i in range(8)])
-    fast = inner_adapt(_Loss(policy), params, names, batch, steps=2, lr=0.1, first_order=True)
+    fast = inner_adapt(LossModule(policy), params, names, batch, steps=2, lr=0.1, first_order=True)
     moved = {n for n in params if not torch.equal(fast[n].detach(), params[n].detach())}
     assert moved and moved <= set(names) and all(n.startswith("policy.heads.") for n in moved)
     assert all(fast[n] is params[n] for n in params if n not in names)  # the rest: the same tensors

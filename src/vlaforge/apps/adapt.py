@@ -23,7 +23,9 @@ parameters, loss at the start and the end).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,33 +99,53 @@ def _trainable(policy: Any, method: str, rank: int, seed: int) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's thread count set to ``n`` (None: left as it is) for the block, the caller's put back after."""
+    import torch
+
+    saved = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _policy_and_data(checkpoint: str, dataset: str, seed: int, progress: bool) -> tuple[Any, Any]:
+    """The checkpoint's policy (fp32) and the dataset's training split, checked to fit before any frame is
+    decoded; the auxiliary object-position target is served where the policy trains with it. Seeds torch."""
+    import torch
+
+    from vlaforge.data import ChunkDataset, DatasetReader
+    from vlaforge.policy import Policy
+
+    policy = Policy.load(checkpoint)
+    check_dataset_fits(policy.config, DatasetReader(dataset))
+    data = ChunkDataset(dataset, policy.config.chunk_size, split="train", augment=True, paraphrase=True,
+                        seed=seed, progress=progress, env_state=policy.config.aux_env_weight > 0)
+    torch.manual_seed(seed)
+    return policy.float(), data
+
+
 def run_adapt(cfg: AdaptConfig) -> dict[str, Any]:
     import numpy as np
-    import torch
     from tqdm import tqdm
 
-    from vlaforge.data import ChunkDataset, DatasetReader, collate
+    from vlaforge.data import collate
     from vlaforge.fsutil import write_json_atomic
     from vlaforge.policy import Policy
     from vlaforge.training.lora import merge_lora
     from vlaforge.training.recipe import clip_gradients, make_optimizer
 
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        policy = Policy.load(cfg.checkpoint)
-        check_dataset_fits(policy.config, DatasetReader(cfg.dataset))
-        # with the auxiliary object-position loss where the policy was trained with it
-        data = ChunkDataset(cfg.dataset, policy.config.chunk_size, split="train", augment=True,
-                            paraphrase=True, seed=cfg.seed, progress=cfg.progress,
-                            env_state=policy.config.aux_env_weight > 0)
+    with _threads(cfg.threads):
+        policy, data = _policy_and_data(cfg.checkpoint, cfg.dataset, cfg.seed, cfg.progress)
         emb = data.embodiment
-        torch.manual_seed(cfg.seed)
         if cfg.method == "scratch":
             stats = dict(policy.stats) | {emb: data.stats[emb]}
             policy = Policy(policy.config, stats)
-        policy.float().train()
+        policy.train()
         trainable = _trainable(policy, cfg.method, cfg.rank, cfg.seed)
         lr = cfg.lr or DEFAULT_LR[cfg.method]
         opt = make_optimizer(policy, lr, weight_decay=0.0, betas=(0.9, 0.999))
@@ -159,8 +181,6 @@ def run_adapt(cfg: AdaptConfig) -> dict[str, Any]:
                   "frames": len(data), "episodes": data.num_episodes, "checkpoint": str(out / "checkpoint")}
         write_json_atomic(out / "adapt.json", result)
         return result
-    finally:
-        torch.set_num_threads(threads)
 
 
 def summary_line(result: dict[str, Any]) -> str:
@@ -168,33 +188,18 @@ def summary_line(result: dict[str, Any]) -> str:
             f"{result['loss_start']:.4f} -> {result['loss_end']:.4f}; {result['checkpoint']}")
 
 
-
 def run_meta_train(checkpoint: str, dataset: str, out: str, maml: Any, threads: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """MAML-train the policy of ``checkpoint`` on the tasks of ``dataset`` (``maml``: a ``MAMLConfig``);
     writes ``<out>/checkpoint`` and ``<out>/meta_train.json``. Adapt the result to a new task with the inner
     loop's groups and learning rate (``--method head --lr <inner_lr>`` for the default heads)."""
-    import torch
-
-    from vlaforge.data import ChunkDataset, DatasetReader
     from vlaforge.fsutil import write_json_atomic
-    from vlaforge.policy import Policy
     from vlaforge.training.maml import meta_train
 
-    saved = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        policy = Policy.load(checkpoint)
-        check_dataset_fits(policy.config, DatasetReader(dataset))
-        data = ChunkDataset(dataset, policy.config.chunk_size, split="train", seed=maml.seed,
-                            progress=progress, env_state=policy.config.aux_env_weight > 0)
-        torch.manual_seed(maml.seed)
-        policy.float()
+    with _threads(threads):
+        policy, data = _policy_and_data(checkpoint, dataset, maml.seed, progress)
         curve = meta_train(policy, data, maml, progress=progress)
         policy.eval().save(Path(out) / "checkpoint")
         result = {"config": asdict(maml), "checkpoint": str(Path(out) / "checkpoint"), **curve}
         write_json_atomic(Path(out) / "meta_train.json", result)
         return result
-    finally:
-        torch.set_num_threads(saved)

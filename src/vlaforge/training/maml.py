@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlaforge.training.trainer import LossModule
+
 
 @dataclass(frozen=True)
 class MAMLConfig:
@@ -46,17 +48,6 @@ class MAMLConfig:
                              f"outer {self.outer_lr!r}")
 
 
-class _Loss(nn.Module):
-    """``functional_call`` calls ``forward``: route ``compute_loss`` through it."""
-
-    def __init__(self, policy: nn.Module):
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.policy.compute_loss(batch)[0]
-
-
 def adapted_names(policy: nn.Module, groups: tuple[str, ...]) -> list[str]:
     """The parameter names the inner loop adapts."""
     known = policy.parameter_groups()
@@ -73,7 +64,7 @@ def inner_adapt(loss_module: nn.Module, params: dict[str, torch.Tensor], names: 
 
     fast = dict(params)
     for _ in range(steps):
-        loss = functional_call(loss_module, fast, (batch,))
+        loss, _ = functional_call(loss_module, fast, (batch,))
         grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=not first_order,
                                     allow_unused=True)
         for n, g in zip(names, grads):
@@ -96,7 +87,7 @@ def meta_train(policy: nn.Module, dataset: Any, cfg: MAMLConfig, progress: bool 
     if len(tasks) < 2:
         raise ValueError(f"MAML: expected a dataset with several tasks (episodes' task names), got "
                          f"{sorted(tasks)}")
-    loss_module = _Loss(policy)
+    loss_module = LossModule(policy)
     names = [f"policy.{n}" for n in adapted_names(policy, cfg.adapt_groups)]
     for p in policy.parameters():
         p.requires_grad_(True)
@@ -118,7 +109,7 @@ def meta_train(policy: nn.Module, dataset: Any, cfg: MAMLConfig, progress: bool 
             params = {f"policy.{n}": p for n, p in policy.named_parameters()}
             fast = inner_adapt(loss_module, params, names, support, cfg.inner_steps, cfg.inner_lr,
                                cfg.first_order)
-            loss = functional_call(loss_module, fast, (query,)) / len(chosen)
+            loss = functional_call(loss_module, fast, (query,))[0] / len(chosen)
             loss.backward()  # to every parameter, through the fast weights
             query_losses.append(float(loss.detach()) * len(chosen))
         clip_gradients([p for p in policy.parameters()], 1.0)

@@ -81,7 +81,7 @@ class TrainResult:
     signal: int | None = None  # the signal that interrupted the run
 
 
-class _LossModule(nn.Module):
+class LossModule(nn.Module):
     """DDP synchronizes gradients for what runs through ``forward``: route ``compute_loss`` through it."""
 
     def __init__(self, policy: nn.Module):
@@ -407,7 +407,7 @@ class Trainer:
                           ", ".join(f"{g} {t:,}/{n:,}" for g, (t, n) in counts.items()) + ")")
             self.log.event("stage", step, {"stage": stage.name, "resumed": step > start, "trainable": n_train,
                                            **{f"trainable/{g}": t for g, (t, _) in counts.items()}})
-            model: nn.Module = _LossModule(policy)
+            model: nn.Module = LossModule(policy)
             if d.enabled:
                 model = nn.parallel.DistributedDataParallel(
                     model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
