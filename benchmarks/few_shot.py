@@ -134,18 +134,17 @@ def main() -> None:
         latency["lora8_merged_p50_ms"] = latency_p50_ms(merged)
 
     rows = []
-    for k in ks:
-        for m in ["zero-shot", *methods]:
-            row = {"K": k if m != "zero-shot" else 0, "method": m}
-            rates = []
-            for task in test_tasks:
-                r = zero[task] if m == "zero-shot" else results[task][f"k{k}"][m]
-                row[task] = f"{r['success_rate']:.0%}"
-                rates.append(r["success_rate"])
-            row["mean"] = f"{statistics.mean(rates):.0%}"
-            row["adapt s (median)"] = "-" if m == "zero-shot" else statistics.median(
-                results[t][f"k{k}"][m]["adapt_s"] for t in test_tasks)
-            rows.append(row)
+    for k, m in [(0, "zero-shot")] + [(k, m) for k in ks for m in methods]:
+        row = {"K": k, "method": m}
+        rates = []
+        for task in test_tasks:
+            r = zero[task] if m == "zero-shot" else results[task][f"k{k}"][m]
+            row[task] = f"{r['success_rate']:.0%}"
+            rates.append(r["success_rate"])
+        row["mean"] = f"{statistics.mean(rates):.0%}"
+        row["adapt s (median)"] = "-" if m == "zero-shot" else statistics.median(
+            results[t][f"k{k}"][m]["adapt_s"] for t in test_tasks)
+        rows.append(row)
     table = markdown_table(rows, list(rows[0]))
     table += (f"\nBase policy: the demo recipe on {args.train_demos} demonstrations of each of the "
               f"{len(train_tasks)} training tasks, {args.train_steps} steps ({base_minutes:.1f} min). Each "

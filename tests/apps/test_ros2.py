@@ -164,3 +164,27 @@ def test_the_sim_robot_reports_success_through_topics(ros):
         expert.destroy_node()
         ex.shutdown()
         env.close()
+
+
+def test_a_node_per_robot_on_its_own_camera_topics(ros):
+    """A policy of two robots: the Panda's node subscribes to the Panda's cameras (not the policy's first
+    robot's) and closes robosuite's lift through topics."""
+    from vlaforge.config import EmbodimentSpec
+
+    policy = tiny_policy(embodiments={"panda": (9, 7)})
+    cfg = policy.config
+    policy.config = cfg.replace(embodiments={**cfg.embodiments, "panda": EmbodimentSpec(9, 7, cameras=(
+        "agentview",))})
+    node = PolicyNode(policy, "panda", parameters={"topic_prefix": "/panda"})
+    try:
+        cams = sorted(k for k in node.topics if k.startswith("camera/"))
+        assert cams == ["camera/agentview"]
+        assert node.topics["camera/agentview"] == "/panda/camera/agentview/image"
+        assert (node.state_dim, node.action_dim) == (9, 7)
+    finally:
+        node.close()
+    eps = run_sim_episodes(policy, "lift-panda", seeds=[1000], max_steps=6,
+                           parameters={"topic_prefix": "/lift"})
+    assert eps[0]["steps"] == 6, eps
+    with pytest.raises(ValueError, match="no head for the 'ur5e' robot"):
+        run_sim_episodes(policy, "lift-ur5e", seeds=[1000], max_steps=2)

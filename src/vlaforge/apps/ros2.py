@@ -2,7 +2,9 @@
 executor, monitor), with the policy in this process (``--checkpoint``) or served (``--server``, no torch
 here).
 
-Topics (names and QoS are ROS parameters; defaults below, ``<cam>`` for each of the policy's cameras):
+Topics (names and QoS are ROS parameters; defaults below, ``<cam>`` for each camera of the node's robot: the
+names its embodiment was recorded with, ``PolicyConfig.cameras_of``; a policy of several robots runs one node
+per robot, each with its own ``--embodiment`` and ``topic_prefix``):
 
 | topic | type | direction |
 |---|---|---|
@@ -123,7 +125,7 @@ class PolicyNode:
         known = getattr(spec, "control_hz", None) or _sim_rate(self.embodiment)
         hz = float(p["control_hz"]) or float(known or 10.0)
         self.dt = 1.0 / hz
-        self.size, self.cameras = int(pc.image_size), tuple(pc.cameras)
+        self.size, self.cameras = int(pc.image_size), tuple(pc.cameras_of(self.embodiment))
         self.state_dim, self.action_dim = int(spec.state_dim), int(spec.action_dim)
         stats = policy.stats
         self.safety = SafetyLayer(SafetyConfig.from_dataset_stats(
@@ -330,22 +332,28 @@ class SimRobotNode:
 def run_sim_episodes(policy: Any, task: str, seeds: list[int], max_steps: int = 300,
                      parameters: dict[str, Any] | None = None,
                      timeout_s: float = 600.0) -> list[dict[str, Any]]:
-    """Meta-World closed through ROS 2 topics in this process: a :class:`SimRobotNode` and a
+    """A simulated robot (any registered simulator's ``task``: Meta-World, robosuite) closed through ROS 2
+    topics in this process, on the cameras of its embodiment: a :class:`SimRobotNode` and a
     :class:`PolicyNode` on one executor, in lockstep (``tick_on=inputs``: one action per simulator step, from
     that step's images and state; ``parameters={"tick_on": "timer"}`` for the robot's timing instead). Returns
     per episode: seed, success, steps, statuses seen."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from vlaforge.sim.metaworld import MetaWorldEnv
+    from vlaforge.sim import simulator_for_task
 
     pc = policy.config
-    env = MetaWorldEnv(task, cameras=pc.cameras, image_size=pc.image_size, max_steps=max_steps)
+    sim = simulator_for_task(task)
+    if sim.embodiment not in pc.embodiments:
+        raise ValueError(f"{task}: the policy has no head for the {sim.embodiment!r} robot of {sim.name}; it "
+                         f"has {sorted(pc.embodiments)}")
+    env = sim.make_env(task, cameras=pc.cameras_of(sim.embodiment), image_size=pc.image_size,
+                       max_steps=max_steps)
     started = not rclpy.ok()
     if started:
         rclpy.init()
     robot = SimRobotNode(env, topic_prefix=(parameters or {}).get("topic_prefix", PARAMETERS["topic_prefix"]))
-    node = PolicyNode(policy, parameters={"tick_on": "inputs", **(parameters or {})})
+    node = PolicyNode(policy, sim.embodiment, parameters={"tick_on": "inputs", **(parameters or {})})
     ex = SingleThreadedExecutor()
     ex.add_node(robot.node)
     ex.add_node(node.node)
