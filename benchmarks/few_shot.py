@@ -44,13 +44,13 @@ def collect_once(out: Path, tasks: list[str], episodes: int) -> Path:
     return out
 
 
-def evaluate_once(checkpoint: Path, task: str, episodes: int, out: Path) -> dict:
+def evaluate_once(checkpoint: Path, task: str, episodes: int, out: Path, videos: int = 0) -> dict:
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
 
     res_file = out / "results.json"
     if not res_file.is_file():
-        evaluate(EvalConfig(checkpoint=str(checkpoint), tasks=(task,), episodes=episodes, seed=1000, videos=0,
-                            out=str(out)), progress=False, print_table=False)
+        evaluate(EvalConfig(checkpoint=str(checkpoint), tasks=(task,), episodes=episodes, seed=1000,
+                            videos=videos, out=str(out)), progress=False, print_table=False)
     t = json.loads(res_file.read_text())["tasks"][task]
     return {"success_rate": t["success_rate"], "ci95": t["ci95"]}
 

@@ -255,12 +255,19 @@ def test_unseeded_resets_follow_the_last_seed():
 @pytest.mark.parametrize("task,seeds", [("pick-place-v3", (3, 0)), ("basketball-v3", (42, 9))])
 def test_reset_equals_fresh_mt1_env(task, seeds):
     """Our convention: seed s is the layout of a fresh gym.make('Meta-World/MT1', seed=s) after
-    its first reset(). The reused env must match it bit for bit, also while stepping."""
+    its first reset(). The reused env must match it bit for bit, also while stepping, once the fresh env's
+    kinematics are recomputed after its reset as ours are (``_refresh_after_reset``)."""
+    import mujoco
+
     env = MetaWorldEnv(task, cameras=())
     try:
         env.reset(seed=123)  # history on the reused env must not matter
         for seed in seeds:
-            ref, ref_obs = _fresh_mt1(task, seed)
+            ref, _ = _fresh_mt1(task, seed)
+            mw = ref.unwrapped
+            mujoco.mj_forward(mw.model, mw.data)
+            mw._prev_obs = mw._get_curr_obs_combined_no_goal()
+            ref_obs = mw._get_obs()
             env.reset(seed=seed)
             np.testing.assert_array_equal(env.mw_env._last_rand_vec, ref.unwrapped._last_rand_vec)
             np.testing.assert_array_equal(env.raw_obs, ref_obs)
@@ -470,3 +477,20 @@ def test_fast_render_settings_and_close():
     assert env._renderer._renderer is renderer  # one renderer, reused
     env.close()
     assert env._renderer is None and env.mw_env is None
+
+
+def test_the_first_frame_shows_the_reset_layout():
+    """window-close-v3's reset moves the sash after Meta-World's last kinematics pass: without the refresh,
+    the first image and state show it 0.2 m away from where it is (issue 18)."""
+    import mujoco
+
+    env = MetaWorldEnv("window-close-v3", cameras=("corner",), image_size=48)
+    try:
+        obs, _ = env.reset(seed=3)
+        first_raw, first_image = env.raw_obs.copy(), obs["observation.images.corner"]
+        mw = env.mw_env
+        mujoco.mj_forward(mw.model, mw.data)
+        np.testing.assert_array_equal(first_raw[:18], mw._get_curr_obs_combined_no_goal())
+        np.testing.assert_array_equal(first_image, env.render_camera("corner"))
+    finally:
+        env.close()
