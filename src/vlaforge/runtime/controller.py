@@ -20,6 +20,14 @@ What one step does, in order (the first that applies decides the status):
                   the error in ``info["detail"]``) or when the policy's action is not finite
                   (the safety layer holds).
 6. the safety layer checks the action and the force reading (a spike -> ``ESTOP``).
+With a :class:`~vlaforge.runtime.recovery.Recovery` (``recovery=``), before step 4: the observed state is
+checked against the motion the last action should have caused; a deviation re-plans (the chunk is dropped,
+``info["replanned"]``), a repeated one past the retry budget moves the robot home (``RECOVERING``) and one
+that home does not cure escalates (``ESCALATE``); the policy's actions are smoothed if configured. With a
+``fallback`` (a callable ``obs -> action``, e.g. a scripted or conservative controller), a step that would
+``HOLD`` (stale chunk, policy error, non-finite action) or hold for low confidence with no person answering
+plays the fallback's action instead (``FALLBACK``, ``info["fallback_reason"]``).
+
 7. ``CONSERVATIVE`` the monitor's drift alarm (over the steps so far) is on: this step ran with the
                   safety layer's velocity limits scaled by ``conservative_scale``; they stay scaled
                   until the alarm clears (then ``OK`` and full speed again).
@@ -41,6 +49,7 @@ import numpy as np
 
 from vlaforge.runtime.chunking import ChunkExecutor, StaleChunkError
 from vlaforge.runtime.monitor import Monitor
+from vlaforge.runtime.recovery import Recovery
 from vlaforge.runtime.safety import SafeAction, SafetyLayer
 from vlaforge.types import OBS_STATE
 
@@ -48,8 +57,8 @@ from vlaforge.types import OBS_STATE
 class Status:
     """What a control step did (plain strings, so they log and serialize as themselves)."""
 
-    ALL = ("OK", "CONSERVATIVE", "LOW_CONFIDENCE", "HOLD", "ESCALATE", "ESTOP")
-    OK, CONSERVATIVE, LOW_CONFIDENCE, HOLD, ESCALATE, ESTOP = ALL
+    ALL = ("OK", "CONSERVATIVE", "LOW_CONFIDENCE", "HOLD", "ESCALATE", "ESTOP", "RECOVERING", "FALLBACK")
+    OK, CONSERVATIVE, LOW_CONFIDENCE, HOLD, ESCALATE, ESTOP, RECOVERING, FALLBACK = ALL
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,8 @@ class Controller:
                  confidence: Callable[[Any], Any] | Any = None,
                  on_low_confidence: Callable[[Any, Any], Any] | None = None,
                  max_chunk_age_s: float | None = None, confidence_every: int = 1,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, recovery: Recovery | None = None,
+                 fallback: Callable[[Any], Any] | None = None):
         if not isinstance(safety, SafetyLayer):
             raise TypeError(f"Controller.safety: expected a SafetyLayer, got {type(safety).__name__}")
         executor = executor if executor is not None else ChunkExecutor(policy)
@@ -102,6 +112,12 @@ class Controller:
                 raise TypeError("Controller.confidence: expected a callable obs -> verdict or an object with "
                                 f".estimate(obs), got {type(confidence).__name__}")
             confidence = confidence.estimate
+        if recovery is not None and not isinstance(recovery, Recovery):
+            raise TypeError(f"Controller.recovery: expected a Recovery, got {type(recovery).__name__}")
+        if fallback is not None and not callable(fallback):
+            raise TypeError(f"Controller.fallback: expected a callable obs -> action, got "
+                            f"{type(fallback).__name__}")
+        self.recovery, self.fallback = recovery, fallback
         self.policy = policy
         self.safety = safety
         self.executor = executor
@@ -123,6 +139,8 @@ class Controller:
         self.safety.reset(initial_action=initial_action, clear_estop=True)
         self.safety.set_velocity_scale(1.0)
         self.executor.reset()
+        if self.recovery is not None:
+            self.recovery.reset()
         self.escalated = False
         self.consecutive_failures = 0
         self._human: list[np.ndarray] = []
@@ -140,6 +158,8 @@ class Controller:
         if self.consecutive_failures >= self.escalate_after:
             self.escalated = True
         self.executor.reset()
+        if self.recovery is not None:
+            self.recovery.reset()
         self.safety.reset(initial_action=initial_action, clear_estop=False)
         self._human = []
         self.steps = 0
@@ -164,7 +184,7 @@ class Controller:
             info["source"] = "human"
             info["human_remaining"] = len(self._human)
         else:
-            safe, status, raw = self._policy_step(obs, force, info)
+            safe, status, raw = self._recovering_step(obs, force, info)
         if safe.estop:
             status = Status.ESTOP
             info["estop_reason"] = self.safety.estop_reason
@@ -178,9 +198,39 @@ class Controller:
                 self.monitor.record_inference(dur)
             state = obs.get(OBS_STATE) if isinstance(obs, Mapping) else None
             self.monitor.record_step(latency, action=raw, state=state)
+        if self.recovery is not None:
+            self.recovery.sent(obs.get(OBS_STATE) if isinstance(obs, Mapping) else None, safe.action)
         self.steps += 1
         self.status_counts[status] += 1
         return StepResult(safe.action, status, info)
+
+    def _recovering_step(self, obs: Any, force: Any, info: dict[str, Any]):
+        """The recovery check, then the policy (or the fallback where the policy's step would hold)."""
+        decision = "policy"
+        if self.recovery is not None:
+            decision = self.recovery.check(obs.get(OBS_STATE) if isinstance(obs, Mapping) else None, info)
+        if decision == "escalate":
+            self.escalated = True
+            return self.safety.hold(force), Status.ESCALATE, None
+        if decision == "home":
+            return self.safety(self.recovery.home_action(obs[OBS_STATE]), force), Status.RECOVERING, None
+        if decision == "replan":
+            self.executor.reset()
+            info["replanned"] = True
+        safe, status, raw = self._policy_step(obs, force, info)
+        held = status == Status.HOLD or (status == Status.LOW_CONFIDENCE and "source" not in info)
+        if held and self.fallback is not None:
+            info["fallback_reason"] = info.get("hold_reason", "low_confidence")
+            try:
+                action = np.asarray(self.fallback(obs), np.float32)
+            except Exception as e:  # a broken fallback: hold, as without one
+                info["fallback_error"] = repr(e)
+                return safe, status, raw
+            return self.safety(self._smooth(action), force), Status.FALLBACK, raw
+        return safe, status, raw
+
+    def _smooth(self, action: Any) -> Any:
+        return action if self.recovery is None else self.recovery.smooth(action)
 
     def _policy_step(self, obs: Any, force: Any, info: dict[str, Any]):
         """Steps 4-6 of the module docstring. -> (SafeAction, status, raw policy action or None)."""
@@ -227,7 +277,7 @@ class Controller:
             info["hold_reason"] = "stale"
             info["detail"] = f"chunk is {last.age_s:.3f} s old, limit {self.max_chunk_age_s} s"
             return self.safety.hold(force), Status.HOLD, None
-        safe = self.safety(raw, force)
+        safe = self.safety(self._smooth(raw), force)
         if "non_finite" in safe.reasons:
             info["hold_reason"] = "non_finite"
             return safe, Status.HOLD, raw
