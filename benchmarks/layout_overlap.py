@@ -5,8 +5,10 @@ seeds (``--eval-seeds``, default 1000-1049), and the closest pair between the tw
 
     .venv/bin/python benchmarks/layout_overlap.py [--train-seeds 0-49] [--eval-seeds 1000-1049]
 
-The distance of a pair is the largest difference of any coordinate (cm). A pair under 0.5 cm is, for these
-tasks' success radii (5-8 cm) and the hand's speed, the same episode: it is reported as a repeat.
+The distance of a pair is the largest difference of any coordinate (cm). Identical: under 1 micrometre (the
+same layout drawn twice). Near: under 0.5 cm, which for these tasks' success radii (5-8 cm) is practically the
+same episode; tasks that randomize one or two coordinates over a few centimetres have many near pairs
+simply because 50 training layouts cover that range densely (``range`` says how wide it is).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from vlaforge.benchmarking import command, machine, markdown_table, write
 
 REPEAT_CM = 0.5
+IDENTICAL_CM = 1e-4
 
 
 def seed_range(text: str) -> list[int]:
@@ -50,26 +53,32 @@ def main() -> None:
         b = np.stack([layouts[s] for s in eval_seeds])  # (E, 9)
         d = np.abs(b[:, None, :] - a[None, :, :]).max(-1) * 100  # (E, T) cm
         e, t = np.unravel_index(int(d.argmin()), d.shape)
-        varying = int((np.ptp(np.concatenate([a, b]), axis=0) > 1e-6).sum())
+        spread = np.ptp(np.concatenate([a, b]), axis=0) * 100  # (9,) cm
+        varying = int((spread > 1e-4).sum())
         within_train = np.abs(a[:, None, :] - a[None, :, :]).max(-1) * 100
         within_train[np.eye(len(a), dtype=bool)] = np.inf
-        results[task] = {"closest_cm": round(float(d[e, t]), 3), "eval_seed": eval_seeds[e],
+        results[task] = {"closest_cm": round(float(d[e, t]), 5), "eval_seed": eval_seeds[e],
                          "train_seed": train_seeds[t], "repeats": int((d.min(1) < REPEAT_CM).sum()),
+                         "identical": int((d.min(1) < IDENTICAL_CM).sum()),
+                         "range_cm": round(float(spread.max()), 2),
                          "varying_coordinates": varying,
                          "closest_within_train_cm": round(float(within_train.min()), 3)}
     order = sorted(results, key=lambda t: results[t]["closest_cm"])
-    rows = [{"task": t, "closest pair (cm)": results[t]["closest_cm"],
+    rows = [{"task": t, "closest pair (cm)": f"{results[t]['closest_cm']:.4f}",
              "seeds (eval, train)": f"{results[t]['eval_seed']}, {results[t]['train_seed']}",
              f"eval layouts < {REPEAT_CM} cm of a training one": results[t]["repeats"],
+             "identical": results[t]["identical"],
              "coordinates that vary": results[t]["varying_coordinates"],
+             "widest range (cm)": results[t]["range_cm"],
              "closest training pair (cm)": results[t]["closest_within_train_cm"]} for t in order[:12]]
     repeats = {t: r["repeats"] for t, r in results.items() if r["repeats"]}
+    identical = sum(r["identical"] for r in results.values())
     listed = ", ".join(f"{t} {n}" for t, n in repeats.items()) or "none"
     table = markdown_table(rows, list(rows[0]))
     table += (f"\nThe 12 closest of {len(results)} tasks; every task in the JSON. Training seeds "
               f"{args.train_seeds}, evaluation seeds {args.eval_seeds}; distance: the largest difference of "
               f"any object or goal coordinate. Evaluation layouts within {REPEAT_CM} cm of a training "
-              f"layout: {sum(repeats.values())} ({listed}).\n")
+              f"layout: {sum(repeats.values())} ({listed}). Identical to a training layout: {identical}.\n")
     write(args.name, {"results": results, "train_seeds": args.train_seeds, "eval_seeds": args.eval_seeds,
                       "repeat_cm": REPEAT_CM, "wall_s": round(time.perf_counter() - t0, 1),
                       "machine": machine()}, table, command("layout_overlap.py"))

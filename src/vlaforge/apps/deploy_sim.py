@@ -62,7 +62,7 @@ class DeploySimConfig:
     slow_s: float | None = None  # None: 3 x max_chunk_age_s
     max_chunk_age_s: float = 0.5
     fault_steps: int = 30  # push / stuck / outage: how long the fault lasts
-    push: tuple[float, ...] = (0.0, 1.0, 0.0, 0.0)  # added to the executed action while pushed
+    push: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0)  # added to the executed action while pushed (sideways)
     # recovery behaviours (vlaforge.runtime.recovery)
     recovery: bool = False
     deviation: float = 0.04  # m: the hand's position off the 8-step prediction by more
@@ -379,7 +379,6 @@ class SimDeployment:
         lat = actor.latency
         fault_end = cfg.inject_step + cfg.fault_steps
         timed = {"push", "stuck", "outage"} & set(cfg.inject)
-        back = next((i for i in range(fault_end, len(actor.trace)) if actor.trace[i] == "OK"), None)
         rec = None
         if self.recovery is not None:
             rec = {k: v - actor.recovery0[k] for k, v in self.recovery.totals.items()}
@@ -393,8 +392,8 @@ class SimDeployment:
                            "p99": 1000 * float(np.percentile(lat, 99))},
             "next_status": next_status, "operator_reset": operator_reset, "adaptation": adapt,
             "violations": actor.violations, "recovery": rec,
-            # steps from the end of a push / stuck / outage window to the first OK step after it
-            "steps_to_recover": (back - fault_end if back is not None else None) if timed else None,
+            # a push / stuck / outage: steps from the end of the fault to success (None: no success)
+            "steps_to_recover": actor.steps - fault_end if timed and success else None,
         }
         summary["episode"] = len(self.episodes)
         self.episodes.append(summary)
