@@ -195,8 +195,6 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
     from tqdm import tqdm
 
-    from vlaforge.data import format as fmt
-    from vlaforge.data.recorder import DatasetRecorder
     from vlaforge.sim import simulator_for_task
 
     t0 = time.perf_counter()
@@ -214,27 +212,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     unknown = [c for c in cfg.cameras if c not in sim.cameras]
     if unknown:
         raise ValueError(f"cameras: {sim.name} has no camera {unknown}; it has {list(sim.cameras)}")
-    fps = int(sim.control_hz)
-    state_names, action_names, env_names = sim.names()
-    # object and goal positions are recorded (an auxiliary training target); a dataset recorded before they
-    # were is resumed without them
-    info_path = Path(cfg.out) / fmt.INFO_PATH
-    if cfg.resume and info_path.is_file() and OBS_ENV_STATE not in fmt.load_info(Path(cfg.out))["features"]:
-        env_names = ()
-    rec = DatasetRecorder(
-        cfg.out,
-        fps=fps,
-        cameras=cfg.cameras,
-        image_size=cfg.image_size,
-        robot_type=sim.embodiment,
-        state_dim=sim.state_dim,
-        action_dim=sim.action_dim,
-        state_names=state_names,
-        action_names=action_names,
-        env_state_dim=len(env_names),
-        env_state_names=env_names or None,
-        resume=cfg.resume,
-    )
+    rec = recorder_for(sim, cfg.out, cfg.cameras, cfg.image_size, cfg.resume)
     summary = CollectSummary(out=Path(cfg.out))
     try:
         done = rec.episodes()
@@ -274,7 +252,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             tally.failed += 0 if ok else 1
             if kind == "episode":
                 for f in frames:
-                    if not env_names:
+                    if not rec.env_state_dim:
                         f.pop(OBS_ENV_STATE, None)
                     rec.add_frame(f)
                 rec.save_episode(task=task, seed=seed, success=ok, instruction=texts[task])
@@ -326,6 +304,22 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 def _collect_inline(jobs, opts: dict[str, Any], handle) -> None:
     for task, need, seeds in jobs:
         _run_task(task, need, seeds, opts, handle)
+
+
+def recorder_for(sim: Any, out: str | Path, cameras: Sequence[str], image_size: int, resume: bool) -> Any:
+    """A ``DatasetRecorder`` for ``sim``'s robot: its rate, sizes and dimension names, and the object and goal
+    positions (an auxiliary training target); a dataset recorded before they were is resumed without them."""
+    from vlaforge.data import format as fmt
+    from vlaforge.data.recorder import DatasetRecorder
+
+    state_names, action_names, env_names = sim.names()
+    info_path = Path(out) / fmt.INFO_PATH
+    if resume and info_path.is_file() and OBS_ENV_STATE not in fmt.load_info(Path(out))["features"]:
+        env_names = ()
+    return DatasetRecorder(out, fps=int(sim.control_hz), cameras=tuple(cameras), image_size=image_size,
+                           robot_type=sim.embodiment, state_dim=sim.state_dim, action_dim=sim.action_dim,
+                           state_names=state_names, action_names=action_names, env_state_dim=len(env_names),
+                           env_state_names=env_names or None, resume=resume)
 
 
 def parse_cameras(spec: str | Sequence[str]) -> tuple[str, ...]:

@@ -11,7 +11,20 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from vlaforge.cli import adapt, bench, data, demo, deploy, evaluate, export, presets, ros2, serve, train
+from vlaforge.cli import (
+    adapt,
+    bench,
+    console,
+    data,
+    demo,
+    deploy,
+    evaluate,
+    export,
+    presets,
+    ros2,
+    serve,
+    train,
+)
 from vlaforge.errors import INPUT_ERRORS, report
 
 HELP = "Vision-Language-Action policies: collect demonstrations, train, evaluate, deploy."
@@ -43,6 +56,7 @@ app.command("train", **train.SETTINGS)(train.train_cmd)
 app.command("deploy-sim")(deploy.deploy_sim_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("ros2")(ros2.ros2_cmd)
+app.command("console")(console.console_cmd)
 app.command("export")(export.export_cmd)
 app.command("distill")(export.distill_cmd)
 app.command("adapt")(adapt.adapt_cmd)

@@ -1,0 +1,154 @@
+"""The operator's console (issue 19): the robot side driven by page messages, and the page itself in a real
+headless Chromium (skipped, with how to install it, where none is installed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from vlaforge.apps.console import Console, ConsoleConfig
+
+TASK = "drawer-open-v3"
+
+
+def msg(kind: str, **kw) -> str:
+    return json.dumps({"type": kind, **kw})
+
+
+@pytest.fixture
+def console(tmp_path):
+    c = Console(ConsoleConfig(task=TASK, record=str(tmp_path / "teleop"), image_size=48))
+    yield c
+    c.close()
+
+
+def test_teleoperation_records_an_episode_the_dataset_reads(console, tmp_path):
+    from vlaforge.data import DatasetReader
+
+    sent: list = []
+    me = console.connect(sent.append)
+    console.tick()  # the first tick loads the first layout
+    x0 = console.obs["observation.state"].copy()
+    assert console.handle(me, msg("record", action="start")) is None
+    for _ in range(12):
+        assert console.handle(me, msg("command", axes=[1.0, 0.0, 0.0, -1.0])) is None
+        out = console.tick()
+        assert out["status"] == "OK" and out["source"] == "person"
+    assert console.obs["observation.state"][0] - x0[0] > 0.05  # the hand went along +x
+    assert console.handle(me, msg("instruction", text="open the drawer slowly")) is None
+    assert console.handle(me, msg("record", action="save")) is None
+    console.close()
+    reader = DatasetReader(tmp_path / "teleop")
+    assert reader.num_episodes == 1 and reader.num_frames == 12  # the hold tick before start is not in it
+    assert reader.task_of(reader.episodes[0]) == "open the drawer slowly"
+    assert json.loads([m for m in sent if isinstance(m, str)][-1])["role"] == "control"
+
+
+def test_a_second_page_views_until_it_takes_control(console):
+    first, second = console.connect(lambda m: None), console.connect(lambda m: None)
+    reply = console.handle(second, msg("command", axes=[1, 0, 0, 0]))
+    assert reply["type"] == "error" and "read-only" in reply["message"]
+    assert console.handle(second, msg("take_control")) is None
+    assert console.handle(second, msg("command", axes=[1, 0, 0, 0])) is None
+    assert "read-only" in console.handle(first, msg("command", axes=[1, 0, 0, 0]))["message"]
+
+
+def test_bad_commands_are_refused_or_clamped(console):
+    me = console.connect(lambda m: None)
+    for bad, why in [("not json", "expected a JSON object"),
+                     (msg("command", axes=[1, 0]), "list of 4 numbers"),
+                     (msg("command", axes=[1, "x", 0, 0]), "expected numbers"),
+                     (msg("warp", to=[0, 0]), "type: expected one of"),
+                     (msg("record", action="keep"), "start, save or discard"),
+                     (msg("mode", mode="policy"), "needs a checkpoint")]:
+        reply = console.handle(me, bad)
+        assert reply is not None and why in reply["message"], (bad, reply)
+    assert console.refused == 6
+    assert console.handle(me, msg("command", axes=[9.0, -9.0, 0.0, 0.0])) is None  # out of range: clamped
+    out = console.tick()
+    assert console.clamped == 1 and max(abs(a) for a in out["action"]) <= 1.0
+
+
+def test_a_dropped_page_holds_the_robot_at_once_and_estop_latches(console):
+    me = console.connect(lambda m: None)
+    console.handle(me, msg("command", axes=[1.0, 0.0, 0.0, 0.0]))
+    assert console.tick()["source"] == "person"
+    console.disconnect(me)
+    out = console.tick()  # the very next control period
+    assert out["status"] == "HOLD" and out["source"] == "hold"
+    viewer = console.connect(lambda m: None)
+    watcher = console.connect(lambda m: None)
+    assert console.handle(watcher, msg("estop")) is None  # anyone watching may stop it
+    assert console.tick()["status"] == "ESTOP"
+    console.handle(viewer, msg("command", axes=[1.0, 0.0, 0.0, 0.0]))
+    assert console.tick()["status"] == "ESTOP"  # latched: commands do not move it
+    assert console.handle(viewer, msg("reset")) is None
+    assert console.tick()["status"] == "OK"
+
+
+def test_a_stale_command_holds(console):
+    me = console.connect(lambda m: None)
+    console.handle(me, msg("command", axes=[1.0, 0.0, 0.0, 0.0]))
+    console.command.at -= 1.0  # the page stopped sending a second ago
+    assert console.tick()["status"] == "HOLD"
+
+
+CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no headless browser: install Debian's chromium and "
+                    "chromium-driver (apt-get install chromium chromium-driver) for the console's page "
+                    "tests")
+def test_the_page_in_a_real_browser(tmp_path):
+    selenium = pytest.importorskip("selenium", reason="pip install selenium (the dev extra)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from vlaforge.apps.console_web import ConsoleServer
+    from vlaforge.data import DatasetReader
+
+    assert selenium
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1100,800"):
+        opts.add_argument(arg)
+    console = Console(ConsoleConfig(task=TASK, record=str(tmp_path / "teleop"), image_size=64))
+    with ConsoleServer(console).run_in_thread() as running:
+        driver = webdriver.Chrome(options=opts, service=Service(DRIVER))
+        try:
+            wait = WebDriverWait(driver, 20)
+            driver.get(running.url)
+            frames = lambda: int(driver.find_element(By.ID, "camera").get_attribute("data-frames") or 0)  # noqa
+            wait.until(lambda d: frames() > 3 and d.find_element(By.ID, "role").text == "control")
+            before = driver.find_element(By.ID, "state").text
+            image_before = driver.find_element(By.ID, "camera").screenshot_as_png
+            driver.find_element(By.ID, "rec-start").click()
+            wait.until(lambda d: d.find_element(By.ID, "recording").text == "yes")
+            body = driver.find_element(By.TAG_NAME, "body")
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:  # a person holding the right arrow key
+                webdriver.ActionChains(driver).key_down(Keys.ARROW_RIGHT, body).pause(0.1).perform()
+            webdriver.ActionChains(driver).key_up(Keys.ARROW_RIGHT, body).perform()
+            wait.until(lambda d: d.find_element(By.ID, "state").text != before)
+            x_before = float(before.split()[0])
+            x_after = float(driver.find_element(By.ID, "state").text.split()[0])
+            assert x_after - x_before > 0.03, (before, x_after)
+            assert driver.find_element(By.ID, "camera").screenshot_as_png != image_before  # the frame changed
+            driver.find_element(By.ID, "rec-save").click()
+            wait.until(lambda d: d.find_element(By.ID, "recorded").text == "1")
+            driver.save_screenshot(str(tmp_path / "console.png"))
+            driver.find_element(By.ID, "estop").click()
+            wait.until(lambda d: d.find_element(By.ID, "status").text == "ESTOP")
+            assert np.isfinite(console.obs["observation.state"]).all()
+        finally:
+            driver.quit()
+    reader = DatasetReader(tmp_path / "teleop")
+    assert reader.num_episodes == 1 and reader.num_frames > 5
