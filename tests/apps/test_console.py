@@ -152,3 +152,13 @@ def test_the_page_in_a_real_browser(tmp_path):
             driver.quit()
     reader = DatasetReader(tmp_path / "teleop")
     assert reader.num_episodes == 1 and reader.num_frames > 5
+
+
+def test_next_episode_loads_the_next_layout_on_the_next_tick(console):
+    me = console.connect(lambda m: None)
+    console.tick()
+    assert console.seed == 0
+    assert console.handle(me, msg("next_episode")) is None
+    assert console.seed == 0  # the simulator is only touched by the thread that ticks
+    console.tick()
+    assert console.seed == 1 and console.step_count == 1 and console.tally.episodes[-1]["seed"] == 0

@@ -21,6 +21,9 @@ What one control tick does (``Console.tick``), in order:
    ``save`` / ``discard``, atomic like ``vlaforge collect``); the episode ends on the task's success or
    ``max_steps`` (then the next seed is loaded).
 
+Everything that touches the simulator runs on the thread that ticks (its renderer's EGL context is that
+thread's): a page's ``next_episode`` takes effect at the next tick.
+
 Connections: the first page to connect (with the token) controls; others get a read-only view until one
 sends ``take_control``. A closed controlling connection stops teleoperation at once (hold from the next
 tick). Messages (JSON text; the camera view goes as binary JPEG): ``docs/console.md``.
@@ -137,6 +140,7 @@ class Console:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.obs: dict[str, Any] = {}
+        self._next_episode = False
         self._started = False  # the first reset renders: it happens on the thread that ticks (EGL contexts
         # belong to the thread that made them)
 
@@ -238,7 +242,7 @@ class Console:
             elif kind == "record":
                 self._record(m.get("action"))
             elif kind == "next_episode":
-                self._end_episode(success=self.success)
+                self._next_episode = True  # on the next tick: the simulator belongs to the loop's thread
             elif kind == "instruction":
                 text = m.get("text")
                 if not isinstance(text, str) or not text.strip() or len(text) > 300:
@@ -332,6 +336,9 @@ class Console:
             if not self._started:
                 self._started = True
                 self.new_episode(self.seed)
+            if self._next_episode:
+                self._next_episode = False
+                self._end_episode(self.success)
             t0 = time.perf_counter()
             obs = dict(self.obs)
             obs[TASK] = self.instruction
