@@ -65,6 +65,7 @@ def record(root: Path, demos: int, max_steps: int, threshold: float, docs: Path 
     console = Console(ConsoleConfig(task=TASK, record=str(root / "teleop"), image_size=64, seed=0,
                                     max_steps=max_steps + 50))
     tally = {"episodes": [], "key_events": 0}
+    shot = False
     with ConsoleServer(console).run_in_thread() as running:
         driver = browser()
         try:
@@ -102,8 +103,9 @@ def record(root: Path, demos: int, max_steps: int, threshold: float, docs: Path 
                     tally["key_events"] += len(held ^ keys)
                     chain.perform()
                     held = keys
-                    if n == 0 and console.step_count == 40 and docs is not None:
+                    if n == 0 and console.step_count >= 60 and docs is not None and not shot:
                         driver.save_screenshot(str(docs / "console.png"))
+                        shot = True
                     time.sleep(1.0 / console.cfg.control_hz)
                 chain = ActionChains(driver)
                 for k in held:
