@@ -162,3 +162,37 @@ def test_next_episode_loads_the_next_layout_on_the_next_tick(console):
     assert console.seed == 0  # the simulator is only touched by the thread that ticks
     console.tick()
     assert console.seed == 1 and console.step_count == 1 and console.tally.episodes[-1]["seed"] == 0
+
+
+def test_take_over_from_a_paused_policy_and_hand_back(tmp_path):
+    """Low confidence pauses the policy (mode ask); the person takes over, their actions become a correction
+    for the online adapter; resume hands back to the policy."""
+    import torch
+
+    from vlaforge import presets, synthetic
+    from vlaforge.policy import Policy
+
+    torch.manual_seed(0)
+    cfg = presets.get("tiny")
+    Policy(cfg, {"sawyer": synthetic.stats_for(cfg.chunk_size, 4, 4)}).save(tmp_path / "ckpt")
+    console = Console(ConsoleConfig(task=TASK, checkpoint=str(tmp_path / "ckpt"), out=str(tmp_path / "out")))
+    try:
+        me = console.connect(lambda m: None)
+        assert console.handle(me, msg("mode", mode="policy")) is None
+        assert console.tick()["source"] == "policy" and console.snapshot()["chunk"] is not None
+        console.controller.confidence = lambda obs: {"proceed": False}  # the policy is unsure from here on
+        out = console.tick()
+        assert console.mode == "ask" and out["status"] == "LOW_CONFIDENCE"
+        assert console.handle(me, msg("mode", mode="teleop")) is None  # take over
+        for _ in range(cfg.chunk_size):
+            console.handle(me, msg("command", axes=[0.5, 0.0, 0.0, -1.0]))
+            assert console.tick()["source"] == "person"
+        assert console.adapter.corrections_total == 1  # one chunk of the person's actions
+        assert console.handle(me, msg("resume")) is None
+        console.controller.confidence = None
+        assert console.tick()["source"] == "policy" and console.mode == "policy"
+    finally:
+        console.close()
+    report = json.loads((tmp_path / "out" / "console_report.json").read_text())
+    assert report["corrections"] == 1 and report["monitor"]["steps"] >= 2
+    assert (tmp_path / "out" / "monitor.png").stat().st_size > 1000

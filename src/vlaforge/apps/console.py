@@ -61,6 +61,7 @@ class ConsoleConfig:
     command_timeout_s: float = 0.5
     adapt_every: int = 4  # corrections between adaptations (between episodes)
     token: str | None = None
+    out: str | None = None  # the report at the end: console_report.json (+ the monitor's, with a policy)
 
     def __post_init__(self) -> None:
         from vlaforge.sim import simulator_for_task
@@ -358,7 +359,7 @@ class Console:
                 if "confidence" in res.info:
                     c = res.info["confidence"]
                     self.tally.confidence.append(float(getattr(c, "score", np.nan)))
-                self.chunk = self._planned()
+                self.chunk = self.controller.executor.planned
             self.tally.latency_ms.append((time.perf_counter() - t0) * 1e3)
             if self.mode == "takeover" and source == "person":
                 self._collect_correction(obs, action)
@@ -378,9 +379,6 @@ class Console:
                 self._end_episode(self.success)
         return out
 
-    def _planned(self) -> np.ndarray | None:
-        last = getattr(self.controller.executor, "_chunk", None)
-        return None if last is None else np.asarray(last, np.float32)
 
     def _collect_correction(self, obs: dict[str, Any], action: np.ndarray) -> None:
         self._correction.append((obs, np.asarray(action, np.float32)))
@@ -469,10 +467,28 @@ class Console:
             else:
                 nxt = time.monotonic()  # behind: do not try to catch up in a burst
 
+    def report(self) -> dict[str, Any]:
+        """The session: episodes (seed, success, steps, mode), success rate, corrections, refused and clamped
+        messages, the monitor's report (with a policy)."""
+        snap = self.snapshot()
+        return {"task": self.cfg.task, "episodes": list(self.tally.episodes),
+                "success_rate": snap["success_rate"],
+                "recorded": snap["recorded"], "corrections": snap["corrections"],
+                "adapted_version": snap["adapted_version"], "refused": self.refused, "clamped": self.clamped,
+                "monitor": None if self.controller is None else self.monitor.report()}
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.cfg.out:
+            from vlaforge.fsutil import write_json_atomic
+
+            out = Path(self.cfg.out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "console_report.json", self.report(), default=str)
+            if self.controller is not None:
+                self.monitor.plot(out / "monitor.png")
         if self.recorder is not None:
             self.recorder.close()
         if self.adapter is not None:

@@ -17,6 +17,7 @@ def console_cmd(
     control_hz: float = typer.Option(20.0, help="control ticks per second"),
     seed: int = typer.Option(0, help="the first episode's layout (then the next seeds)"),
     max_steps: int = typer.Option(400, help="steps before an episode ends"),
+    out: str = typer.Option("console", help="the report at the end: console_report.json (+ monitor.png)"),
     image_size: int = typer.Option(96, help="camera image size without a checkpoint (else the policy's)"),
 ) -> None:
     """The operator's seat in a browser: watch, teleoperate and record, take over a policy, stop it."""
@@ -26,5 +27,5 @@ def console_cmd(
 
     cfg = ConsoleConfig(task=task, checkpoint=checkpoint or None, record=record or None,
                         control_hz=control_hz, seed=seed, max_steps=max_steps, image_size=image_size,
-                        token=read_token(token_file) if token_file else None)
+                        token=read_token(token_file) if token_file else None, out=out or None)
     run_console(cfg, host, port)

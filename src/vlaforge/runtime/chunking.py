@@ -213,6 +213,15 @@ class ChunkExecutor:
         return self._calls.count
 
     # -- lifecycle ----------------------------------------------------------------------------------
+    @property
+    def planned(self) -> np.ndarray | None:
+        """The current chunk's actions from the last step played on ((K, D), a copy), for display; None
+        without one (before the first step, after ``reset``; ``ensemble`` keeps no single current chunk)."""
+        cur = getattr(self, "_current", None)
+        if cur is None or self.last is None:
+            return None
+        return cur.actions[max(0, self.last.step - cur.origin_step):].copy()
+
     def reset(self) -> None:
         """Start a new episode: forget chunks and discard any inference in flight (counters stay)."""
         self.steps = 0  # control steps since reset
