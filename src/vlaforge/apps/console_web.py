@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from vlaforge.apps.console import PAGE_DIR, Console
+from vlaforge.serving.server import RunningServer
 
 log = logging.getLogger("vlaforge.console")
 
@@ -108,54 +109,25 @@ class ConsoleServer:
         """Serve in a background thread and start the console's control loop; returns once listening."""
         return RunningConsole(self, host, port)
 
+    def close(self) -> None:
+        """After serving: the console's loop stops, its recorder and report are written."""
+        self.console.close()
 
-class RunningConsole:
-    """A console served in a background thread; ``url`` (with the token) to open; a context manager."""
+
+class RunningConsole(RunningServer):
+    """A console served in a background thread (the policy server's runner: ``port``, ``stop()``, a context
+    manager), its control loop started; ``url`` (with the token) is what to open."""
 
     def __init__(self, server: ConsoleServer, host: str, port: int):
-        self.server = server
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.port = 0
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(host, port), name="console-web", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10) or self._error is not None:
-            raise RuntimeError(f"the console did not start: {self._error!r}")
-        self.host = host
+        super().__init__(server, host, port)  # type: ignore[arg-type]  # serve / close: the same contract
         server.console.start()
-
-    def _run(self, host: str, port: int) -> None:
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            self._loop = asyncio.get_running_loop()
-
-            def ready(bound: int) -> None:
-                self.port = bound
-                self._ready.set()
-            await self.server.serve(host, port, ready, self._stop)
-        try:
-            asyncio.run(main())
-        except BaseException as e:  # reported by __init__
-            self._error = e
-            self._ready.set()
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/?token={self.server.token}"
 
     def close(self) -> None:
-        self.server.console.close()
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> "RunningConsole":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self.stop()
 
 
 def run_console(cfg: Any, host: str = "127.0.0.1", port: int = 8765) -> None:
