@@ -316,8 +316,6 @@ class Console:
             self.seed = seed
             self.obs, _ = self.env.reset(seed=seed)
             self.safety.reset(clear_estop=False)
-            if self.controller is not None:
-                self.controller.end_episode(self.success) if self.step_count else None
             self.step_count, self.success, self.chunk = 0, False, None
             if self.recorder is not None and self.recording:
                 self.recorder.discard_episode()  # a new layout: what was recorded belongs to the old one
@@ -326,6 +324,8 @@ class Console:
     def _end_episode(self, success: bool) -> None:
         self.tally.episodes.append({"seed": self.seed, "success": bool(success), "steps": self.step_count,
                                     "mode": self.mode})
+        if self.controller is not None:
+            self.controller.end_episode(bool(success))  # the outcome to the monitor; a fresh plan next
         if self.adapter is not None and self.adapter.due:
             self.adapter.adapt()
         self.new_episode(self.seed + 1)

@@ -27,6 +27,17 @@ Recovery (``recovery=True``): a forward model of the hand's position, identified
 home (the state the episode started in) and escalate (``vlaforge.runtime.recovery``); ``smoothing`` blends
 actions; ``fallback="expert"`` plays the scripted expert where the policy's step would hold (a stand-in for
 a conservative or scripted fallback controller).
+
+Corrections (``corrections=True``): the scripted expert plays the person, DAgger-style. Every
+``recompute_every`` steps the policy's first action for the current observation is compared with
+``env.expert_action()``; when they differ by more than ``correction_threshold`` (L2, action units) the
+controller hands over (status ``LOW_CONFIDENCE``, ``info["source"] == "human"``) and receives the expert's
+chunk: the expert rolled forward ``H`` steps from the current state on a snapshot of the simulator, which is
+then restored (``env.snapshot()`` / ``env.restore(snapshot)``). MuJoCo is deterministic, so playing the
+chunk reproduces the rolled-out path (unless the safety layer changes an action); the rolled-out observations
+go with the chunk to the :class:`~vlaforge.online.adaptation.OnlineAdapter`, which records them and adapts
+between episodes. The simulator is not paced to real time unless ``realtime=True``: latencies are compute
+time.
 """
 
 from __future__ import annotations
@@ -417,7 +428,6 @@ class _ControlActor:
         self.interventions, self.final, self.steps = 0, "OK", 0
         self.corrections0 = dep.supervisor.corrections if dep.supervisor else 0
         self.recovery0 = dict(dep.recovery.totals) if dep.recovery is not None else {}
-        self.trace: list[str] = []  # the status of every step
         self.violations = 0  # actions sent outside the safety layer's box or velocity limit
         self._sent: np.ndarray | None = None
 
@@ -450,7 +460,6 @@ class _ControlActor:
             self.hold_reasons[res.info["hold_reason"]] += 1
         self.latency.append(res.info["latency_s"])
         self.final, self.steps = res.status, t + 1
-        self.trace.append(res.status)
         self._count_violation(np.asarray(res.action, np.float64))
         if self.bar is not None:
             self.bar.update(1)

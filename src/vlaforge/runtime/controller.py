@@ -20,6 +20,10 @@ What one step does, in order (the first that applies decides the status):
                   the error in ``info["detail"]``) or when the policy's action is not finite
                   (the safety layer holds).
 6. the safety layer checks the action and the force reading (a spike -> ``ESTOP``).
+7. ``CONSERVATIVE`` the monitor's drift alarm (over the steps so far) is on: this step ran with the
+                  safety layer's velocity limits scaled by ``conservative_scale``; they stay scaled
+                  until the alarm clears (then ``OK`` and full speed again).
+
 With a :class:`~vlaforge.runtime.recovery.Recovery` (``recovery=``), before step 4: the observed state is
 checked against the motion the last action should have caused; a deviation re-plans (the chunk is dropped,
 ``info["replanned"]``), a repeated one past the retry budget moves the robot home (``RECOVERING``) and one
@@ -27,10 +31,6 @@ that home does not cure escalates (``ESCALATE``); the policy's actions are smoot
 ``fallback`` (a callable ``obs -> action``, e.g. a scripted or conservative controller), a step that would
 ``HOLD`` (stale chunk, policy error, non-finite action) or hold for low confidence with no person answering
 plays the fallback's action instead (``FALLBACK``, ``info["fallback_reason"]``).
-
-7. ``CONSERVATIVE`` the monitor's drift alarm (over the steps so far) is on: this step ran with the
-                  safety layer's velocity limits scaled by ``conservative_scale``; they stay scaled
-                  until the alarm clears (then ``OK`` and full speed again).
 
 The monitor (optional) gets every step's latency, the policy's raw action and the observed state,
 and every policy call's duration.
