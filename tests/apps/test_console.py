@@ -133,8 +133,9 @@ def test_the_page_in_a_real_browser(tmp_path):
             driver.find_element(By.ID, "rec-start").click()
             wait.until(lambda d: d.find_element(By.ID, "recording").text == "yes")
             body = driver.find_element(By.TAG_NAME, "body")
-            deadline = time.monotonic() + 1.5
-            while time.monotonic() < deadline:  # a person holding the right arrow key
+            x0 = float(console.obs["observation.state"][0])
+            deadline = time.monotonic() + 20  # a person holds the right arrow key until the hand has moved
+            while time.monotonic() < deadline and console.obs["observation.state"][0] - x0 < 0.05:
                 webdriver.ActionChains(driver).key_down(Keys.ARROW_RIGHT, body).pause(0.1).perform()
             webdriver.ActionChains(driver).key_up(Keys.ARROW_RIGHT, body).perform()
             wait.until(lambda d: d.find_element(By.ID, "state").text != before)
