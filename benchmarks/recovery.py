@@ -8,7 +8,9 @@ Faults (each from step ``--inject-step`` for ``--fault-steps`` steps of every ep
 adds one action unit sideways to every executed action: a shove), ``stuck`` (the arm does not follow: the
 robot executes zeros), ``outage`` (every inference raises: the policy server is down); and none. Runtimes:
 ``plain`` (safety layer, chunk executor, monitor: what deploy-sim always runs), ``recovery`` (the motion check
-re-plans, retries, moves home, escalates; ``vlaforge.runtime.recovery``), ``recovery+fallback`` (and the
+re-plans, retries, moves home, escalates; ``vlaforge.runtime.recovery``), ``recovery/episode`` (the same, with
+the retries counted over the whole episode instead of within 20 steps of a re-plan: ``retry_window=300``),
+``recovery+fallback`` (and the
 scripted expert acts where the policy's step would hold), ``smoothing`` (exponential smoothing 0.5, no other
 change). Per cell: success over the episodes, mean steps from the end of the fault to the first normal step,
 safety violations (actions sent outside the safety layer's box or velocity limit: must be 0), and the
@@ -23,6 +25,7 @@ import time
 from vlaforge.benchmarking import command, machine, markdown_table, write
 
 RUNTIMES = {"plain": {}, "recovery": {"recovery": True},
+            "recovery/episode": {"recovery": True, "retry_window": 300},
             "recovery+fallback": {"recovery": True, "fallback": "expert"}, "smoothing": {"smoothing": 0.5}}
 FAULTS = ("none", "push", "stuck", "outage")
 

@@ -10,7 +10,8 @@ axis is held for the share of periods the expert's speed on it asks for (sigma-d
 ``--key-threshold`` are left alone); ``C`` toggles the gripper when the
 expert's gripper sign differs. Every key press is a real keyboard event into the page; the page sends the
 held keys' command over the websocket; the console's safety layer and recorder do the rest. The demo ends at
-the task's success (plus a few steps) or ``--max-steps``; Save, then Next episode. Screenshots of the page go
+the task's success (plus a few steps) or ``--max-steps``; Save if it succeeded, Discard if not (as a person
+would), then Next episode, until ``--demos`` are saved. Screenshots of the page go
 to ``docs/console.png`` (while recording) and ``docs/console_estop.png`` (after E-STOP).
 
 Then: the demo recipe on (a) the teleoperated episodes alone and (b) them plus as many scripted
@@ -52,8 +53,10 @@ def browser(width: int = 1400, height: int = 1000):
     return webdriver.Chrome(options=opts, service=Service(driver))
 
 
-def record(root: Path, demos: int, max_steps: int, threshold: float, docs: Path | None) -> dict:
-    """Drive the page to record ``demos`` episodes; returns the tally."""
+def record(root: Path, demos: int, max_steps: int, threshold: float, docs: Path | None,
+           max_attempts: int) -> dict:
+    """Drive the page until ``demos`` successful episodes are saved (failed ones are discarded, as a person
+    would; at most ``max_attempts`` tries); returns the tally of every attempt."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -74,7 +77,8 @@ def record(root: Path, demos: int, max_steps: int, threshold: float, docs: Path 
             wait.until(lambda d: d.find_element(By.ID, "role").text == "control")
             body = driver.find_element(By.TAG_NAME, "body")
             click = lambda i: driver.find_element(By.ID, i).click()  # noqa: E731
-            for n in range(demos):
+            n = 0
+            while n < demos and len(tally["episodes"]) < max_attempts:
                 click("rec-start")
                 wait.until(lambda d: console.recording)
                 held: set[str] = set()
@@ -112,11 +116,13 @@ def record(root: Path, demos: int, max_steps: int, threshold: float, docs: Path 
                     chain.key_up(getattr(Keys, k, k), body)
                 chain.perform()
                 ok = console.success
-                click("rec-save")
+                click("rec-save" if ok else "rec-discard")  # a person keeps the demos that worked
                 wait.until(lambda d: not console.recording)
+                n += ok
                 tally["episodes"].append({"seed": console.seed, "success": ok, "steps": console.step_count,
-                                          "seconds": round(time.monotonic() - t0, 1)})
-                print(f"teleop demo {n}: seed {console.seed} success {ok} in {console.step_count} steps",
+                                          "seconds": round(time.monotonic() - t0, 1), "saved": ok})
+                print(f"teleop attempt {len(tally['episodes'])}: seed {console.seed} success {ok} in "
+                      f"{console.step_count} steps ({'saved' if ok else 'discarded'}; {n}/{demos} saved)",
                       flush=True)
                 seed = console.seed
                 click("next")
@@ -140,7 +146,8 @@ def main() -> None:
     ap.add_argument("--root", default="runs/teleop")
     ap.add_argument("--demos", type=int, default=10)
     ap.add_argument("--max-steps", type=int, default=250)
-    ap.add_argument("--key-threshold", type=float, default=0.3)
+    ap.add_argument("--key-threshold", type=float, default=0.05)
+    ap.add_argument("--max-attempts", type=int, default=30)
     ap.add_argument("--steps", type=int, default=1800)
     ap.add_argument("--docs", default="docs", help="where the page's screenshots go ('' : none)")
     ap.add_argument("--name", default="teleop_demo")
@@ -152,20 +159,21 @@ def main() -> None:
         shutil.rmtree(root / "teleop", ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
         docs = Path(args.docs) if args.docs else None
-        tally = record(root, args.demos, args.max_steps, args.key_threshold, docs)
+        tally = record(root, args.demos, args.max_steps, args.key_threshold, docs, args.max_attempts)
         tally_file.write_text(json.dumps(tally))
     tally = json.loads(tally_file.read_text())
     scripted, mixed = root / "scripted", root / "teleop+scripted-data"
     if not scripted.is_dir():  # the expert on the seeds after the teleoperated ones
+        last = max(e["seed"] for e in tally["episodes"])
         collect(CollectConfig(out=scripted, tasks=[TASK], episodes_per_task=args.demos, image_size=64,
-                              seed_start=args.demos, progress=False))
+                              seed_start=last + 1, progress=False))
     if not mixed.is_dir():  # the teleoperated episodes, then as many scripted ones (collect resumes)
         shutil.copytree(root / "teleop", mixed)
         collect(CollectConfig(out=mixed, tasks=[TASK], episodes_per_task=2 * args.demos, image_size=64,
                               resume=True, progress=False))
     results = {}
     for name, data in (("teleop", root / "teleop"), ("teleop+scripted", mixed), ("scripted", scripted)):  # noqa
-        run = root / name
+        run = root / f"train-{name}"
         train_or_resume(build_config("demo", [f"dataset={data}", f"out={run}", "progress=false",
                                               f"steps={args.steps}", "bf16=false"]))
         res_dir = root / f"{name}-eval"
@@ -175,13 +183,17 @@ def main() -> None:
         r = json.loads((res_dir / "results.json").read_text())["tasks"][TASK]
         results[name] = {"success_rate": r["success_rate"], "ci95": r["ci95"]}
     eps = tally["episodes"]
-    rows = [{"training data": k, "success [95% CI]": f"{v['success_rate']:.0%} [{v['ci95'][0]:.0%}-"
+    n = len([e for e in eps if e["success"]])
+    label = {"teleop": f"{n} teleoperated", "teleop+scripted": f"{n} teleoperated + {n} scripted",
+             "scripted": f"{args.demos} scripted"}
+    rows = [{"training data": label[k], "success [95% CI]": f"{v['success_rate']:.0%} [{v['ci95'][0]:.0%}-"
              f"{v['ci95'][1]:.0%}]"} for k, v in results.items()]
     table = markdown_table(rows, list(rows[0]))
-    table += (f"\nTeleoperated through the page: {sum(e['success'] for e in eps)}/{len(eps)} demonstrations "
-              f"succeeded, {np.mean([e['steps'] for e in eps]):.0f} steps and "
-              f"{np.mean([e['seconds'] for e in eps]):.0f} s each on average, {tally['key_events']} key "
-              f"events. Each policy: the demo recipe, {args.steps} "
+    kept = [e for e in eps if e["success"]]
+    table += (f"\nTeleoperated through the page: {len(kept)} demonstrations saved from {len(eps)} attempts "
+              f"(the failed ones discarded), {np.mean([e['steps'] for e in kept]):.0f} steps and "
+              f"{np.mean([e['seconds'] for e in kept]):.0f} s each on average, {tally['key_events']} key "
+              f"events in all. Each policy: the demo recipe, {args.steps} "
               f"steps; 20 episodes on seeds 1000-1019.\n")
     write(args.name, {"teleop": tally, "results": results, "args": vars(args),
                       "wall_s": round(time.perf_counter() - t0, 1), "machine": machine()}, table,

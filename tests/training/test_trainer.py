@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,13 @@ def test_train_or_resume_finishes_a_run_whatever_state_it_was_left_in(tiny_datas
     res2 = train_or_resume(cfg2, log=notes.append)
     assert "resuming" in notes[-1] and res2.step == 8
     assert "resuming at step 5" in (run2 / "train.log").read_text()
+
+
+def test_train_or_resume_never_deletes_a_directory_that_is_not_a_run(tiny_dataset, tmp_path):
+    """A dataset (or any other folder) given as ``out`` by mistake is refused and left as it was."""
+    from vlaforge.training.trainer import RunDirError, train_or_resume
+
+    before = sorted(p.relative_to(tiny_dataset) for p in Path(tiny_dataset).rglob("*"))
+    with pytest.raises(RunDirError, match="expected a training run directory.*not a run's files"):
+        train_or_resume(debug_config(tiny_dataset, tiny_dataset), log=lambda _: None)
+    assert sorted(p.relative_to(tiny_dataset) for p in Path(tiny_dataset).rglob("*")) == before

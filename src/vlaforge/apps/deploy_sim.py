@@ -78,6 +78,7 @@ class DeploySimConfig:
     recovery: bool = False
     deviation: float = 0.04  # m: the hand's position off the 8-step prediction by more
     max_retries: int = 2
+    retry_window: int = 20  # steps after a re-plan in which a deviation is a retry (max_steps: the episode)
     max_home_steps: int = 150
     smoothing: float = 0.0
     fallback: str | None = None  # expert: the scripted expert where the policy's step would hold
@@ -317,8 +318,8 @@ def build_recovery(cfg: DeploySimConfig, env: Any) -> Any:
     position = [i for i, n in enumerate(names) if n.endswith(("_x", "_y", "_z"))]  # the hand, not the gripper
     model = ForwardModel.identify(env, dims=position or None)
     rc = RecoveryConfig(deviation_threshold=cfg.deviation, max_retries=cfg.max_retries,
-                        home_state=tuple(np.zeros(len(model.dims))), max_home_steps=cfg.max_home_steps,
-                        smoothing=cfg.smoothing)
+                        retry_window=cfg.retry_window, home_state=tuple(np.zeros(len(model.dims))),
+                        max_home_steps=cfg.max_home_steps, smoothing=cfg.smoothing)
     return Recovery(rc, model)
 
 

@@ -22,6 +22,12 @@ def deploy_sim_cmd(
     fault_steps: int = typer.Option(30, min=1, help="how long a push / stuck / outage fault lasts (steps)"),
     recovery: bool = typer.Option(False, help="re-plan on deviations, retry, move home, escalate (the "
                                               "forward model is identified in the simulator first)"),
+    deviation: float = typer.Option(0.04, help="with --recovery: re-plan when the hand is this far (m) off "
+                                               "the 8-step prediction"),
+    max_retries: int = typer.Option(2, min=0, help="with --recovery: retries before moving home"),
+    retry_window: int = typer.Option(20, min=1, help="with --recovery: steps after a re-plan in which a "
+                                                     "deviation counts as a retry (--max-steps: per "
+                                                     "episode)"),
     smoothing: float = typer.Option(0.0, help="exponential action smoothing: weight of the previous action"),
     fallback: str = typer.Option("", help="expert: the scripted expert acts where the policy's step would "
                                           "hold"),
@@ -56,7 +62,8 @@ def deploy_sim_cmd(
                           correction_threshold=correction_threshold, adapt_every=adapt_every,
                           dataset=dataset or None, threads=threads or None, bf16=bf16,
                           vision_cache=None if vision_cache < 0 else vision_cache, out=out,
-                          fault_steps=fault_steps, recovery=recovery, smoothing=smoothing,
+                          fault_steps=fault_steps, recovery=recovery, deviation=deviation,
+                          max_retries=max_retries, retry_window=retry_window, smoothing=smoothing,
                           fallback=fallback or None)
     result = run_deploy_sim(cfg)
     for line in summary_lines(result):

@@ -45,7 +45,7 @@ from vlaforge.training import distributed as dd
 from vlaforge.training.config import TrainConfig
 from vlaforge.training.data import train_loader, val_indices
 from vlaforge.training.ema import EMA
-from vlaforge.training.logger import RunLogger, truncate_log
+from vlaforge.training.logger import LOG_FILE, TB_DIR, TEXT_LOG, RunLogger, truncate_log
 from vlaforge.training.recipe import (
     apply_stage,
     clip_gradients,
@@ -58,6 +58,9 @@ from vlaforge.training.resolve import check_items, load_init, resolve_policy
 from vlaforge.types import ACTION_IS_PAD, EMBODIMENT
 
 CONFIG_FILE, LAST, BEST, FINAL = "config.json", "checkpoints/last", "checkpoints/best", "checkpoint"
+#: what a run directory holds; ``train_or_resume`` clears a directory that stopped before its first
+#: checkpoint only when it holds nothing else (a dataset given as ``out`` by mistake is never deleted)
+RUN_ENTRIES = frozenset({CONFIG_FILE, "checkpoints", FINAL, LOG_FILE, TEXT_LOG, TB_DIR})
 #: fields a resumed run may change: they do not alter the weights it reaches
 RESUMABLE_OVERRIDES = ("num_workers", "log_interval", "val_interval", "val_batches", "ckpt_interval",
                        "threads", "device", "tensorboard", "progress", "dataset", "out")
@@ -173,6 +176,11 @@ def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> 
         log(f"resuming the interrupted training run {out}")
         return resume(out)
     if out.is_dir() and any(out.iterdir()):
+        entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # not temp files
+        if CONFIG_FILE not in entries or entries - RUN_ENTRIES:
+            raise RunDirError(f"{out}: expected a training run directory to resume or restart, found "
+                              f"{', '.join(sorted(entries)[:6])} (not a run's files); "
+                              f"choose another out, or delete it yourself")
         log(f"{out} holds no training checkpoint (it stopped before the first); starting it afresh")
         shutil.rmtree(out)
     return train(config)
