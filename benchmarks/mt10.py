@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from vlaforge.benchmarking import command, machine, markdown_table, write
+from vlaforge.benchmarking import train_minutes as run_minutes
 from vlaforge.config import head_names  # noqa: E402
 
 REFERENCE = {"Diffusion Policy (DP3 paper, Table XVIII)": 0.671, "3D Diffusion Policy (DP3 paper)": 0.755}
@@ -60,7 +61,7 @@ def main() -> None:
     train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}",
                                                *args.set]))
     t_train = time.perf_counter() - t0
-    train_minutes = _train_minutes(run) or t_train / 60
+    train_minutes = run_minutes(run) or t_train / 60
     ckpt = run / "checkpoint"
     t0 = time.perf_counter()
     res = evaluate(EvalConfig(checkpoint=str(ckpt), tasks=tuple(tasks), episodes=args.episodes, seed=1000,
@@ -83,17 +84,6 @@ def main() -> None:
         "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"], "strategy": args.strategy,
         "train_config": cfg,
         "reference": REFERENCE, "machine": machine()}, table, command("mt10.py"))
-
-
-def _train_minutes(run: Path) -> float | None:
-    """Training time from the run's own log (excludes time spent on earlier, interrupted attempts'
-    restarts)."""
-    log = run / "log.jsonl"
-    if not log.is_file():
-        return None
-    times = [json.loads(line).get("time") for line in log.read_text().splitlines() if line.strip()]
-    times = [t for t in times if isinstance(t, (int, float))]
-    return max(times) / 60 if times else None
 
 
 if __name__ == "__main__":

@@ -76,3 +76,23 @@ def write(name: str, payload: dict, table: str, command: str, out: Path | None =
     md = f"# {name}\n\nCommand: `{command}`\n\n{table}\n{machine_line(payload.get('machine', {}))}\n"
     write_atomic(out / f"{name}.md", md)
     print(table)
+
+
+def run_log(run: str | Path) -> list[dict]:
+    """A training run's ``log.jsonl`` events (empty when it has none yet)."""
+    log = Path(run) / "log.jsonl"
+    if not log.is_file():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def train_minutes(run: str | Path) -> float | None:
+    """Training time from the run's own log: its clock survives a resume, so time spent on an interrupted
+    attempt's restart is not counted. ``None`` when the run has logged nothing."""
+    times = [e["time"] for e in run_log(run) if isinstance(e.get("time"), (int, float))]
+    return max(times) / 60 if times else None
+
+
+def run_precision(run: str | Path) -> str | None:
+    """The precision a run trained in (``fp32`` / ``bf16``: what ``bf16=auto`` chose on its machine)."""
+    return next((e.get("precision") for e in run_log(run) if e.get("event") == "precision"), None)
