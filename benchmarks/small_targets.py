@@ -36,10 +36,6 @@ VARIANTS = {
 }
 
 
-def cell_name(variant: str, horizon: int) -> str:
-    return f"{variant}@{horizon}"
-
-
 def main() -> None:
     from vlaforge.apps.collect import CollectConfig, collect
     from vlaforge.apps.demo import _dataset_complete
@@ -76,15 +72,15 @@ def main() -> None:
         train_or_resume(build_config("mt10", [f"dataset={data}", f"out={run}", f"steps={args.steps}",
                                               *BASE, *VARIANTS[variant], *args.set]))
         minutes = train_minutes(run) or (time.perf_counter() - t0) / 60
+        cfg = json.loads((run / "config.json").read_text())
         for horizon in horizons:
-            name = cell_name(variant, horizon)
+            name = f"{variant}@{horizon}"
             out = root / f"eval-{variant}-h{horizon}"
             if not (out / "results.json").is_file():
                 evaluate(EvalConfig(checkpoint=str(run / FINAL), tasks=TASKS, episodes=args.episodes,
                                     seed=1000, workers=args.workers, execute_steps=horizon, out=str(out),
                                     videos=1))
             res = json.loads((out / "results.json").read_text())
-            cfg = json.loads((run / "config.json").read_text())
             cells[name] = {"variant": variant, "horizon": horizon,
                            "overrides": BASE + VARIANTS[variant] + args.set,
                            "steps": cfg["steps"], "train_minutes": round(minutes, 1),

@@ -183,13 +183,14 @@ def main() -> None:
         r = json.loads((res_dir / "results.json").read_text())["tasks"][TASK]
         results[name] = {"success_rate": r["success_rate"], "ci95": r["ci95"]}
     eps = tally["episodes"]
-    n = len([e for e in eps if e["success"]])
-    label = {"teleop": f"{n} teleoperated", "teleop+scripted": f"{n} teleoperated + {n} scripted",
+    kept = [e for e in eps if e["success"]]
+    n = len(kept)  # the mixed set was filled up with scripted episodes to 2 x --demos
+    label = {"teleop": f"{n} teleoperated",
+             "teleop+scripted": f"{n} teleoperated + {2 * args.demos - n} scripted",
              "scripted": f"{args.demos} scripted"}
     rows = [{"training data": label[k], "success [95% CI]": f"{v['success_rate']:.0%} [{v['ci95'][0]:.0%}-"
              f"{v['ci95'][1]:.0%}]"} for k, v in results.items()]
     table = markdown_table(rows, list(rows[0]))
-    kept = [e for e in eps if e["success"]]
     table += (f"\nTeleoperated through the page: {len(kept)} demonstrations saved from {len(eps)} attempts "
               f"(the failed ones discarded), {np.mean([e['steps'] for e in kept]):.0f} steps and "
               f"{np.mean([e['seconds'] for e in kept]):.0f} s each on average, {tally['key_events']} key "

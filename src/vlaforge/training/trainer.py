@@ -175,8 +175,8 @@ def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> 
     if (out / LAST / ckpt.STATE_FILE).is_file():
         log(f"resuming the interrupted training run {out}")
         return resume(out)
-    if out.is_dir() and any(out.iterdir()):
-        entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # not temp files
+    entries = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
+    if entries:  # (hidden temp files do not count)
         if CONFIG_FILE not in entries or entries - RUN_ENTRIES:
             raise RunDirError(f"{out}: expected a training run directory to resume or restart, found "
                               f"{', '.join(sorted(entries)[:6])} (not a run's files); "
