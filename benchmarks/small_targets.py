@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from vlaforge.benchmarking import command, machine, markdown_table, run_precision, train_minutes, write
+from vlaforge.fsutil import write_json_atomic
 
 TASKS = ("reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3")
 CAMERAS = ("corner", "corner4")
@@ -89,7 +90,7 @@ def main() -> None:
                                      for t, v in res["tasks"].items()},
                            "mean": res["overall"]["success_rate"],
                            "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"]}
-            cells_file.write_text(json.dumps(cells, indent=1))
+            write_json_atomic(cells_file, cells, indent=1)  # an interrupted run keeps the cells so far
             print(f"{name}: mean {cells[name]['mean']:.0%} "
                   + " ".join(f"{t.removesuffix('-v3')} {v['success_rate']:.0%}"
                              for t, v in cells[name]["tasks"].items()), flush=True)

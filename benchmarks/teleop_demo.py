@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vlaforge.benchmarking import command, machine, markdown_table, write
+from vlaforge.fsutil import write_json_atomic
 
 TASK = "drawer-open-v3"
 KEYS = {(0, 1): "ARROW_RIGHT", (0, -1): "ARROW_LEFT", (1, 1): "ARROW_UP", (1, -1): "ARROW_DOWN", (2, 1): "w",
@@ -160,7 +161,7 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         docs = Path(args.docs) if args.docs else None
         tally = record(root, args.demos, args.max_steps, args.key_threshold, docs, args.max_attempts)
-        tally_file.write_text(json.dumps(tally))
+        write_json_atomic(tally_file, tally)
     tally = json.loads(tally_file.read_text())
     scripted, mixed = root / "scripted", root / "teleop+scripted-data"
     if not scripted.is_dir():  # the expert on the seeds after the teleoperated ones
