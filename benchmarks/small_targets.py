@@ -28,12 +28,17 @@ TASKS = ("reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3")
 CAMERAS = ("corner", "corner4")
 #: variant -> training overrides on top of the mt10 recipe
 BASE = ["policy.head=flow"]  # as the MT10 benchmark runs it (benchmarks/results/mt10_flow.md)
+TASK_AUX = ["policy.aux_env_weight=1.0", "policy.aux_env_per_task=true", "policy.env_token=true"]
 VARIANTS = {
     "corner": ["policy.cameras=corner"],
     "corner+corner4": ["policy.cameras=corner,corner4"],
     "corner+coords": ["policy.cameras=corner", "policy.vision_coords=true"],
     "corner+aux": ["policy.cameras=corner", "policy.aux_env_weight=1.0"],
     "corner+corner4+coords": ["policy.cameras=corner,corner4", "policy.vision_coords=true"],
+    # the objects' and goal's positions, standardized per task, read from the image tokens before fusion and
+    # given to it as a token (policy.env_token)
+    "corner+task-aux": ["policy.cameras=corner", *TASK_AUX],
+    "corner+corner4+task-aux": ["policy.cameras=corner,corner4", *TASK_AUX],
 }
 
 

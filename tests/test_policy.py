@@ -236,7 +236,7 @@ def test_minilm_language_encoder_is_frozen_cached_and_not_saved(tmp_path):
 
 
 @pytest.mark.parametrize("opts", [dict(vision_keypoints=8), dict(vision_flat_token=True),
-                                  dict(vision_coords=True),
+                                  dict(vision_coords=True), dict(vision_keypoints=8, vision_keypoint_stage=1),
                                   dict(vision_keypoints=4, vision_flat_token=True, vision_coords=True)])
 def test_vision_options_change_the_token_set_and_still_round_trip(tmp_path, opts):
     torch.manual_seed(0)
@@ -263,6 +263,25 @@ def test_vision_options_change_the_token_set_and_still_round_trip(tmp_path, opts
     obs = {"observation.images.corner": np.full((64, 64, 3), 7, np.uint8),
            "observation.state": np.zeros(4, np.float32), "task": "x"}
     assert np.array_equal(Policy.load(tmp_path / "c").predict_chunk(obs), policy.predict_chunk(obs))
+
+
+def test_keypoint_stage_picks_the_feature_map_and_is_checked():
+    from vlaforge.models.encoders import VisionEncoder
+
+    channels = presets.get("tiny").vision_channels
+    for stage, side in ((0, 32), (1, 16), (-1, 64 // 2 ** len(channels))):
+        enc = VisionEncoder(channels, 4, keypoints=3, keypoint_stage=stage)
+        assert enc.keypoints.proj.in_channels == channels[stage]
+        seen = []
+        enc.keypoints.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[-1]))
+        tokens, kp = enc(torch.rand(2, 3, 64, 64))
+        assert seen == [side] and kp.shape == (2, 6) and tokens.shape[0] == 2
+    with pytest.raises(ValueError, match=r"keypoint_stage: expected an index into the 4 vision stages "
+                                         r"\(-4 to 3\), got 4"):
+        VisionEncoder((8, 8, 8, 8), 4, keypoints=3, keypoint_stage=4)
+    with pytest.raises(ValueError, match=r"PolicyConfig.vision_keypoint_stage: expected an index into the "
+                                         r"\d vision stages .*got -9"):
+        presets.get("tiny").replace(vision_keypoint_stage=-9)
 
 
 def test_keypoints_follow_a_moving_blob():

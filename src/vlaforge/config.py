@@ -163,6 +163,9 @@ class PolicyConfig:
     vision_max_grid: int = 6  # image tokens per camera: at most vision_max_grid**2 (adaptive pooling)
     # spatial-softmax keypoints per camera, given to fusion as one more token; 0: none
     vision_keypoints: int = 0
+    # the vision stage whose feature map the keypoints read: 0 the stem's (image_size / 2), 1 the first
+    # block's (/ 4), ...; -1 the last. Earlier maps keep the detail of small targets (issue 18)
+    vision_keypoint_stage: int = -1
     # CoordConv: pixel coordinates as two extra input channels (absolute position)
     vision_coords: bool = False
     # one more token per camera: the pooled feature grid flattened (position-aware)
@@ -182,6 +185,10 @@ class PolicyConfig:
     # (attention pooling), and give the prediction to the fusion as one more token, next to the state token:
     # the policy then sees explicit object coordinates beside the hand's own
     env_token: bool = False
+    # with aux_env_weight > 0: standardize that target per task (its own mean and spread), so the loss asks
+    # where the objects and the goal are among the task's layouts; a global scale is dominated by the
+    # differences between tasks, and the head learns per-task means (issue 18, benchmarks/small_targets.py)
+    aux_env_per_task: bool = False
     # normalization
     normalization: Literal["mean_std", "quantile"] = "quantile"
     # 0: a constant (zero-spread) dimension is centred with scale 1 and reported; > 0: every spread floored
@@ -236,6 +243,10 @@ class PolicyConfig:
             raise bad("vision_keypoints", "an int >= 0")
         if self.min_spread < 0:
             raise bad("min_spread", "a non-negative float")
+        n_stages = len(self.vision_channels)
+        if not -n_stages <= self.vision_keypoint_stage < n_stages:
+            raise bad("vision_keypoint_stage", f"an index into the {n_stages} vision stages "
+                                               f"({-n_stages} to {n_stages - 1})")
         if not self.aux_env_weight >= 0:
             raise bad("aux_env_weight", "a non-negative float")
         if not self.vision_channels:

@@ -84,7 +84,7 @@ class Policy(nn.Module):
 
         # encoders (parameter groups: vision, language, state)
         self.vision = VisionEncoder(config.vision_channels, config.vision_max_grid, config.vision_keypoints,
-                                    config.vision_coords)
+                                    config.vision_coords, config.vision_keypoint_stage)
         self.language = make_language_encoder(config.language_encoder, config.hash_buckets)
         self.state_encoders = nn.ModuleDict({e: StateEncoder(s.state_dim, d)
                                              for e, s in config.embodiments.items()})

@@ -70,6 +70,31 @@ def test_dataset_items_and_stats_carry_the_environment_state_on_request(env_data
         ChunkDataset(tiny_dataset, chunk_size=8, progress=False, env_state=True)
 
 
+def test_per_task_standardization_centres_and_scales_each_task_on_its_own(env_dataset):
+    """``env_state_per_task``: each task's frames by that task's mean and spread (floored), so a coordinate
+    that never moves stays 0 and the others have mean 0 and spread 1 within every task."""
+    from vlaforge.data.dataset import ENV_SPREAD_FLOOR
+
+    raw = ChunkDataset(env_dataset, chunk_size=8, progress=False, env_state=True)
+    ds = ChunkDataset(env_dataset, chunk_size=8, progress=False, env_state=True, env_state_per_task=True)
+    reader = ds.reader
+    tasks = {}
+    for ep in reader.episodes:
+        tasks.setdefault(ep.task_name or reader.task_of(ep), []).extend(range(ep.start, ep.start + ep.length))
+    assert len(tasks) == 2
+    for frames in tasks.values():
+        r, z = raw._env[frames].astype(np.float64), ds._env[frames].astype(np.float64)
+        expect = (r - r.mean(0)) / np.maximum(r.std(0), ENV_SPREAD_FLOOR)
+        np.testing.assert_allclose(z, expect, atol=1e-5)
+        np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(z[:, :2].std(0), 1, atol=1e-4)  # x (colour) and y (time) move
+        assert np.all(z[:, 2] == 0)  # the absent object: centred, not divided by zero
+    # items and the statistics the policy normalizes with carry the standardized target
+    item = ds[0]
+    assert torch.allclose(item[ENV], torch.from_numpy(ds._env[int(ds._frames[0])]))
+    assert abs(ds.stats["sawyer"][ENV]["mean"][0]) < 0.2
+
+
 def _policy(env_dim: int, weight: float, stats, env_token: bool = False):
     from vlaforge import presets
     from vlaforge.config import EmbodimentSpec
@@ -133,23 +158,26 @@ def test_stats_without_the_environment_state_are_a_clear_error(env_dataset):
         _policy(3, 1.0, ds.stats)
 
 
-@pytest.mark.parametrize("env_token", [False, True])
+@pytest.mark.parametrize("env_token,per_task", [(False, False), (True, False), (True, True)])
 def test_training_with_the_aux_loss_learns_to_read_the_object_from_the_image(env_dataset, tmp_path,
-                                                                              env_token):
+                                                                              env_token, per_task):
     """Through the real trainer: the auxiliary head ends far better than predicting the mean, the checkpoint
-    round-trips and predicts chunks from frames that have no environment state."""
+    round-trips and predicts chunks from frames that have no environment state. ``per_task``: the target is
+    standardized per task (policy.aux_env_per_task) and the prediction is in those units."""
     from vlaforge.policy import Policy
     from vlaforge.training import train
 
     cfg = debug_config(env_dataset, tmp_path / "run", "policy.head=regression", "policy.aux_env_weight=1.0",
                        f"policy.env_token={str(env_token).lower()}",
+                       f"policy.aux_env_per_task={str(per_task).lower()}",
                        "steps=60", "batch_size=16", "val_interval=60", "log_interval=10", "ckpt_interval=60")
     result = train(cfg)
     logs = events(tmp_path / "run", "train")
     assert "aux_env/sawyer" in logs[-1]
     policy = Policy.load(result.checkpoint)
     assert policy.config.embodiments["sawyer"].env_state_dim == 3 and policy.config.aux_env_weight == 1.0
-    ds = ChunkDataset(env_dataset, chunk_size=8, progress=False, env_state=True)
+    assert policy.config.aux_env_per_task == per_task
+    ds = ChunkDataset(env_dataset, chunk_size=8, progress=False, env_state=True, env_state_per_task=per_task)
     batch = collate([ds[i] for i in range(len(ds))])
     pred = aux_prediction(policy, batch)
     x, x_hat = batch[ENV][:, 0], pred[:, 0]

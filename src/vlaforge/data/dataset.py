@@ -162,6 +162,23 @@ def _instruction_table(instructions) -> Callable[[str], list[str] | None]:
     return call
 
 
+ENV_SPREAD_FLOOR = 0.005  # m: a coordinate that (nearly) never moves within a task is centred, not blown up
+
+
+def _standardize_per_task(env: np.ndarray, reader: DatasetReader) -> np.ndarray:
+    """(N, E) environment states -> each task's frames standardized by that task's mean and spread."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for ep in reader.episodes:
+        name = ep.task_name or reader.task_of(ep)
+        rows.setdefault(name, []).append(np.arange(ep.start, ep.start + ep.length))
+    out = np.empty_like(env)
+    for ix in rows.values():
+        ix = np.concatenate(ix)
+        e = env[ix].astype(np.float64)
+        out[ix] = ((e - e.mean(0)) / np.maximum(e.std(0), ENV_SPREAD_FLOOR)).astype(env.dtype)
+    return out
+
+
 class ChunkDataset(torch.utils.data.Dataset):
     """Items with the DESIGN keys for every frame of the chosen episodes.
 
@@ -170,7 +187,9 @@ class ChunkDataset(torch.utils.data.Dataset):
     action repeated past the episode end, ``action_is_pad`` bool (H,) marking those, ``task`` (the
     instruction; with ``paraphrase`` one of the task's instructions at random), ``embodiment`` (the dataset's
     robot_type), and with ``env_state`` ``observation.environment_state`` (E,) (an auxiliary training target;
-    also in ``stats``).
+    also in ``stats``). With ``env_state_per_task`` that target is standardized per task (each task's own mean
+    and spread over every frame of its episodes, spreads floored at ``ENV_SPREAD_FLOOR`` m): the auxiliary
+    loss then measures where things are among that task's layouts, not which task it is.
     """
 
     def __init__(
@@ -187,6 +206,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         cache_dir: str | Path | None = None,
         progress: bool = True,
         env_state: bool = False,
+        env_state_per_task: bool = False,
     ):
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
@@ -222,6 +242,8 @@ class ChunkDataset(torch.utils.data.Dataset):
         ends = np.empty(reader.num_frames, dtype=np.int64)
         for ep in reader.episodes:
             ends[ep.start : ep.start + ep.length] = ep.start + ep.length
+        if self._env is not None and env_state_per_task:
+            self._env = _standardize_per_task(self._env, reader)
         self._end = ends  # (N,) one past each frame's episode end
         self.episode_indices = split_episodes(reader.num_episodes, split, val_fraction, seed)
         eps = [reader.episodes[i] for i in self.episode_indices]

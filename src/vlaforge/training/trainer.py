@@ -192,7 +192,8 @@ def open_datasets(config: TrainConfig, is_main: bool):
     if not config.dataset:
         raise ValueError("dataset: expected a dataset directory (--dataset DIR), got nothing")
     common = {"chunk_size": config.policy.chunk_size, "seed": config.seed, "progress": is_main,
-              "env_state": config.policy.aux_env_weight > 0}
+              "env_state": config.policy.aux_env_weight > 0,
+              "env_state_per_task": config.policy.aux_env_per_task}
     roots = [r.strip() for r in config.dataset.split(",") if r.strip()]
     trains = [ChunkDataset(r, split="train", augment=config.augment, paraphrase=config.paraphrase, **common)
               for r in roots]
