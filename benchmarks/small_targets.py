@@ -10,8 +10,11 @@ that floats above the table). Each variant trains the ``mt10`` recipe (the ``dem
 for ``--steps`` steps on these four tasks alone, and is evaluated on 20 unseen seeds per task (1000-1019).
 ``--horizons`` evaluates each checkpoint again with that many actions executed per 16-step chunk (8: the
 default, half the chunk; fewer: closer to closed loop) at no training cost. Finished trainings and
-evaluations are reused, so the variants can be run one at a time. Writes ``benchmarks/results/<name>.json``
-and ``.md`` with every cell measured so far under ``--root``.
+evaluations are reused, so the variants can be run one at a time. ``--expert centred`` records reach-v3 with
+the expert that aims the gripper centre, not the hand, at the goal
+(``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``), into a dataset of its own (``data-centred``); its runs and
+cells are named ``-centred``. Writes ``benchmarks/results/<name>.json`` and ``.md`` with every cell measured
+so far under ``--root``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="extra training override for every variant")
     ap.add_argument("--name", default="small_targets")
+    ap.add_argument("--expert", default="metaworld", choices=("metaworld", "centred"),
+                    help="reach-v3's demonstrations: Meta-World's expert (hand onto the goal, gripper centre "
+                         "4.5 cm from it) or centred (gripper centre onto the goal); a dataset of its own")
     args = ap.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -66,28 +72,30 @@ def main() -> None:
         raise SystemExit(f"error: unknown variants {unknown}; expected some of {', '.join(VARIANTS)}")
     horizons = [int(h) for h in args.horizons.split(",")]
     root = Path(args.root)
-    data = root / "data"
+    tag = "" if args.expert == "metaworld" else f"-{args.expert}"  # its dataset, runs and cells
+    data = root / f"data{tag}"
     if not _dataset_complete(data, list(TASKS), 50):
         collect(CollectConfig(out=data, tasks=list(TASKS), episodes_per_task=50, image_size=96,
-                              cameras=CAMERAS, workers=args.workers, resume=data.exists()))
+                              cameras=CAMERAS, workers=args.workers, resume=data.exists(),
+                              expert=args.expert))
     cells_file = root / "cells.json"
     cells = json.loads(cells_file.read_text()) if cells_file.is_file() else {}
     for variant in variants:
-        run = root / f"train-{variant}"
+        run = root / f"train-{variant}{tag}"
         t0 = time.perf_counter()
         train_or_resume(build_config("mt10", [f"dataset={data}", f"out={run}", f"steps={args.steps}",
                                               *BASE, *VARIANTS[variant], *args.set]))
         minutes = train_minutes(run) or (time.perf_counter() - t0) / 60
         cfg = json.loads((run / "config.json").read_text())
         for horizon in horizons:
-            name = f"{variant}@{horizon}"
-            out = root / f"eval-{variant}-h{horizon}"
+            name = f"{variant}{tag}@{horizon}"
+            out = root / f"eval-{variant}{tag}-h{horizon}"
             if not (out / "results.json").is_file():
                 evaluate(EvalConfig(checkpoint=str(run / FINAL), tasks=TASKS, episodes=args.episodes,
                                     seed=1000, workers=args.workers, execute_steps=horizon, out=str(out),
                                     videos=1))
             res = json.loads((out / "results.json").read_text())
-            cells[name] = {"variant": variant, "horizon": horizon,
+            cells[name] = {"variant": variant, "horizon": horizon, "expert": args.expert,
                            "overrides": BASE + VARIANTS[variant] + args.set,
                            "steps": cfg["steps"], "train_minutes": round(minutes, 1),
                            "precision": run_precision(run),
@@ -101,7 +109,9 @@ def main() -> None:
                              for t, v in cells[name]["tasks"].items()), flush=True)
     rows = []
     for name, c in cells.items():
-        row = {"variant": c["variant"], "executed / chunk": c["horizon"]}
+        expert = c.get("expert", "metaworld")
+        row = {"variant": c["variant"] + ("" if expert == "metaworld" else f", {expert} reach demos"),
+               "executed / chunk": c["horizon"]}
         for t in TASKS:
             v = c["tasks"][t]
             row[t.removesuffix("-v3")] = f"{v['success_rate']:.0%} [{v['ci95'][0]:.0%}-{v['ci95'][1]:.0%}]"

@@ -159,3 +159,22 @@ def test_action_noise_executes_perturbed_actions_and_records_the_experts():
         env.close()
     with pytest.raises(ValueError, match=r"action_noise: expected a std in \[0, 2\], got 3.0"):
         collect(CollectConfig(out="unused", tasks=["reach-v3"], action_noise=3.0, progress=False))
+
+
+def test_collect_with_the_centred_reach_expert_records_its_actions(tmp_path):
+    """``expert="centred"`` reaches the workers' envs: the recorded reach actions steer the gripper centre,
+    not the hand, to the goal (a different action from Meta-World's on the same first frame)."""
+    common = dict(tasks=["reach-v3"], episodes_per_task=1, image_size=32, progress=False,
+                  post_success_steps=0)
+    collect(CollectConfig(out=tmp_path / "stock", **common))
+    collect(CollectConfig(out=tmp_path / "centred", expert="centred", **common))
+    stock = DatasetReader(tmp_path / "stock").columns(["action"])["action"]
+    centred = DatasetReader(tmp_path / "centred").columns(["action"])["action"]
+    # the first frames are the same layout (seed 0); the centred expert puts the hand 4.5 cm higher, so that
+    # the TCP below it lands on the goal: gain 5 x 0.045 m more upward speed, neither clipped here
+    assert abs(centred[0, 2] - stock[0, 2] - 5 * 0.045) < 0.01, (centred[0], stock[0])
+    with pytest.raises(ValueError, match=r"expert: expected one of \('metaworld', 'centred'\) for Meta-World "
+                                         r"tasks .*got 'tcp' for metaworld tasks"):
+        collect(CollectConfig(out=tmp_path / "x", expert="tcp", **{**common, "tasks": ["reach-v3"]}))
+    with pytest.raises(ValueError, match=r"got 'centred' for robosuite-panda tasks"):
+        collect(CollectConfig(out=tmp_path / "y", expert="centred", **{**common, "tasks": ["lift-panda"]}))

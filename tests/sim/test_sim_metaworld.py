@@ -348,6 +348,52 @@ def test_expert_action_is_the_clipped_metaworld_policy():
     np.testing.assert_array_equal(action, np.clip(raw, -1, 1).astype(np.float32))
 
 
+def _park(env, seed, steps=120):
+    """Run the expert ``steps`` steps from ``seed``: the hand-goal and TCP-goal distances at the end, and
+    success then."""
+    obs, _ = env.reset(seed=seed)
+    goal = obs["observation.environment_state"][6:9].astype(np.float64)
+    for _ in range(steps):
+        obs, _, _, _, info = env.step(env.expert_action())
+    hand = obs["observation.state"][:3].astype(np.float64)
+    return np.linalg.norm(hand - goal), np.linalg.norm(env._mw.tcp_center - goal), info["is_success"]
+
+
+@pytest.mark.parametrize("task", ["reach-v3", "reach-goal-v3"])
+def test_the_centred_reach_expert_parks_the_gripper_centre_on_the_goal_not_at_the_edge(task):
+    """Meta-World's reach expert drives the hand, 4.5 cm above the gripper centre (TCP) that success
+    measures, onto the goal: it ends 0.45 cm inside the 5 cm radius. ``expert="centred"`` ends with the TCP
+    on the goal."""
+    stock, centred = MetaWorldEnv(task, cameras=()), MetaWorldEnv(task, cameras=(), expert="centred")
+    try:
+        for seed in (0, 1, 2):
+            hand, tcp, ok = _park(stock, seed)
+            assert ok and hand < 0.01 and 0.04 < tcp < 0.05, (seed, hand, tcp)
+            hand, tcp, ok = _park(centred, seed)
+            assert ok and tcp < 0.01 and 0.04 < hand < 0.05, (seed, hand, tcp)
+    finally:
+        stock.close()
+        centred.close()
+    with pytest.raises(ValueError, match=r"expert: expected one of \('metaworld', 'centred'\), got 'tcp'"):
+        MetaWorldEnv("reach-v3", cameras=(), expert="tcp")
+
+
+def test_the_centred_expert_leaves_other_tasks_alone():
+    stock = MetaWorldEnv("push-v3", cameras=())
+    centred = MetaWorldEnv("push-v3", cameras=(), expert="centred")
+    try:
+        stock.reset(seed=4)
+        centred.reset(seed=4)
+        for _ in range(20):
+            a = stock.expert_action()
+            np.testing.assert_array_equal(a, centred.expert_action())
+            stock.step(a)
+            centred.step(a)
+    finally:
+        stock.close()
+        centred.close()
+
+
 @pytest.mark.parametrize("task", ["drawer-close-v3", "button-press-topdown-v3"])
 def test_expert_succeeds(task):
     env = MetaWorldEnv(task, cameras=(), max_steps=200)

@@ -54,6 +54,9 @@ class CollectConfig:
     max_tries_factor: float = 2.0  # give up on a task after episodes * factor + 5 tries
     progress: bool = True
     action_noise: float = 0.0  # std of the correlated noise added to the executed hand xyz (not recorded)
+    # Meta-World's scripted policies, or "centred": reach-v3's expert aims the gripper centre, not the hand,
+    # at the goal (vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS; issue 18)
+    expert: str = "metaworld"
 
 
 @dataclass
@@ -149,8 +152,10 @@ def _run_task(task: str, need: int, seeds: list[int], opts: Mapping[str, Any], e
     frames)`` for each (frames only for a kept one)."""
     from vlaforge.sim import simulator_for_task
 
+    extra = {"expert": opts["expert"]} if opts["expert"] != "metaworld" else {}
     env = simulator_for_task(task).make_env(task, cameras=tuple(opts["cameras"]),
-                                            image_size=opts["image_size"], max_steps=opts["max_steps"])
+                                            image_size=opts["image_size"], max_steps=opts["max_steps"],
+                                            **extra)
     try:
         kept = 0
         for seed in seeds:
@@ -209,6 +214,12 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                          f"({', '.join(f'{t}: {s.embodiment}' for t, s in sims.items())}): collect each "
                          f"robot's tasks into a dataset of its own (training mixes datasets)")
     sim = sims[cfg.tasks[0]]
+    if cfg.expert != "metaworld":
+        from vlaforge.sim.metaworld import EXPERTS
+
+        if sim.name != "metaworld" or cfg.expert not in EXPERTS:
+            raise ValueError(f"expert: expected one of {EXPERTS} for Meta-World tasks (robosuite tasks take "
+                             f"the default), got {cfg.expert!r} for {sim.name} tasks")
     unknown = [c for c in cfg.cameras if c not in sim.cameras]
     if unknown:
         raise ValueError(f"cameras: {sim.name} has no camera {unknown}; it has {list(sim.cameras)}")
@@ -244,6 +255,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
             "post_success_steps": cfg.post_success_steps,
             "keep_failed": cfg.keep_failed,
             "action_noise": cfg.action_noise,
+            "expert": cfg.expert,
         }
 
         def handle(kind, task, seed, ok, frames) -> None:

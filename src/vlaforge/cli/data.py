@@ -21,6 +21,10 @@ def collect_cmd(
     action_noise: float = typer.Option(0.0, "--action-noise", min=0.0, max=2.0,
                                        help="std of correlated noise added to the executed hand motion "
                                             "(DART); the clean expert action is recorded"),
+    expert: str = typer.Option("metaworld", "--expert",
+                               help="metaworld (its scripted policies) or centred (reach-v3's expert aims "
+                                    "the gripper centre at the goal, not the hand; Meta-World's leaves it "
+                                    "0.45 cm inside the success radius)"),
 ) -> None:
     """Record scripted-expert demonstrations (Meta-World or robosuite tasks; one robot per dataset)."""
     from pathlib import Path
@@ -31,7 +35,7 @@ def collect_cmd(
     cfg = CollectConfig(out=Path(out), tasks=resolve_tasks(tasks), episodes_per_task=episodes_per_task,
                         image_size=image_size, cameras=parse_cameras(cameras), workers=workers, resume=resume,
                         keep_failed=keep_failed, seed_start=seed_start, max_steps=max_steps,
-                        action_noise=action_noise)
+                        action_noise=action_noise, expert=expert)
     for line in collect(cfg).lines():
         typer.echo(line)
 
