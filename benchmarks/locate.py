@@ -115,7 +115,7 @@ def probe(variant: str, train, test, steps: int, seed: int = 0) -> dict:
     head = nn.Sequential(nn.Linear(len(cameras) * width + len(names), 256), nn.GELU(),
                          nn.Linear(256, env.shape[1]))
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], 1e-3, weight_decay=1e-4)
-    bf16 = resolve_bf16("auto").enabled
+    bf16 = resolve_bf16("auto").bf16
 
     def forward(images: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         feats = []
@@ -159,7 +159,7 @@ def probe(variant: str, train, test, steps: int, seed: int = 0) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="runs/small/data", help="the small-target dataset (small_targets.py)")
-    ap.add_argument("--variants", default="corner,corner@1,corner+corner4")
+    ap.add_argument("--variants", default="corner,corner+corner4")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--every", type=int, default=3, help="train on every N-th recorded frame")
     ap.add_argument("--name", default="locate")
