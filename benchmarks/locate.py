@@ -51,16 +51,12 @@ def load_train(data: Path, cameras: tuple[str, ...], every: int):
     missing = [c for c in cameras if image_key(c) not in ds.camera_keys]
     if missing:
         raise SystemExit(f"error: {data} has no camera {missing}; it has {ds.camera_keys}")
-    reader = ds.reader
-    task_of = {}
-    for ep in reader.episodes:
-        for f in range(ep.start, ep.start + ep.length):
-            task_of[f] = ep.task_name
+    episodes = ds.reader.episodes
     frames = ds._frames[::every]
     maps = ds._maps()
     images = np.stack([np.stack([maps[image_key(c)][f] for c in cameras]) for f in frames])  # (N, C, S, S, 3)
     return (torch.from_numpy(images).permute(0, 1, 4, 2, 3).contiguous(), torch.from_numpy(ds._env[frames]),
-            [task_of[int(f)] for f in frames])
+            [episodes[ds._ep_of[f]].task_name for f in frames])
 
 
 def render_test(cameras: tuple[str, ...], size: int):
@@ -81,7 +77,7 @@ def render_test(cameras: tuple[str, ...], size: int):
                         images.append(np.stack([obs[image_key(c)] for c in cameras]))
                         env_states.append(obs[OBS_ENV_STATE].copy())
                         tasks.append(task)
-                    obs, _, terminated, truncated, _ = env.step(np.clip(env.expert_action(), -1, 1))
+                    obs, _, terminated, truncated, _ = env.step(env.expert_action())  # clipped
                     if terminated or truncated:
                         break
         finally:

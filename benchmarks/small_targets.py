@@ -49,6 +49,7 @@ def main() -> None:
     from vlaforge.apps.collect import CollectConfig, collect
     from vlaforge.apps.demo import _dataset_complete
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
+    from vlaforge.sim.metaworld import EXPERTS
     from vlaforge.training import build_config
     from vlaforge.training.trainer import FINAL, train_or_resume
 
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="extra training override for every variant")
     ap.add_argument("--name", default="small_targets")
-    ap.add_argument("--expert", default="metaworld", choices=("metaworld", "centred"),
+    ap.add_argument("--expert", default="metaworld", choices=EXPERTS,
                     help="reach-v3's demonstrations: Meta-World's expert (hand onto the goal, gripper centre "
                          "4.5 cm from it) or centred (gripper centre onto the goal); a dataset of its own")
     args = ap.parse_args()
