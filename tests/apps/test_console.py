@@ -152,7 +152,11 @@ def test_the_page_in_a_real_browser(tmp_path):
         finally:
             driver.quit()
     reader = DatasetReader(tmp_path / "teleop")
-    assert reader.num_episodes == 1 and reader.num_frames > 5
+    assert reader.num_episodes == 1
+    # the saved episode holds the drive: its states go from the start to >= 3 cm to the right. (Not a frame
+    # count: ticks run at 20 Hz of wall time, so a busy machine records fewer, longer steps.)
+    x = reader.columns(["observation.state"])["observation.state"][:, 0]
+    assert reader.num_frames >= 2 and x.max() - x[0] > 0.03, x
 
 
 def test_next_episode_loads_the_next_layout_on_the_next_tick(console):
