@@ -3,12 +3,19 @@
 (1000-1019).
 
     .venv/bin/python benchmarks/mt10.py --head flow [--root runs/mt10] [--set steps=12000 ...]
+        [--expert centred] [--cameras corner,corner4] [--execute-steps 4]
+
+``--expert centred`` records reach-v3 with the expert that aims the gripper centre at the goal
+(``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``; issue 18), ``--cameras`` records more views (which ones
+the policy reads is ``--set policy.cameras=...``); each such dataset gets a directory of its own under
+``--root`` (``data-centred-corner+corner4``). ``--execute-steps`` plays that many actions per chunk in
+evaluation (default: half the chunk). Finished datasets and trainings are reused.
 
 Goal: mean success >= 80% with <= 90 minutes of training on the 2-core CPU machine. Published image-based
 results on the same ten tasks, for reference: Diffusion Policy 67.1% and 3D Diffusion Policy 75.5%
 (single-task policies, 10 demonstrations each, best-of-5 evaluations; DP3 paper, Table XVIII); SmolVLA
 (0.45 B) 57.3% on all of MT50 with one policy. Writes benchmarks/results/mt10_<head>.json and .md (``--name``
-for variants).
+for variants; ``_h<N>`` added with ``--execute-steps N``).
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ def main() -> None:
     ap.add_argument("--strategy", default="recycle", choices=["recycle", "ensemble", "async"],
                     help="chunk execution in evaluation (recycle: open loop over half the chunk)")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
+    ap.add_argument("--expert", default="metaworld", help="the demonstrations' expert (metaworld, centred)")
+    ap.add_argument("--cameras", default="corner", help="cameras recorded in the dataset (comma list)")
+    ap.add_argument("--execute-steps", type=int, default=None,
+                    help="actions executed per chunk in evaluation (default: half the chunk)")
     ap.add_argument("--name", default="",
                     help="results file name under benchmarks/results/ (default mt10_<head>)")
     args = ap.parse_args()
@@ -49,13 +60,18 @@ def main() -> None:
 
     tasks = resolve_tasks("mt10")
     root = Path(args.root)
-    data, run, out = root / "data", root / f"train-{args.head}", root / f"eval-{args.head}"
+    cameras = tuple(c for c in args.cameras.split(",") if c)
+    data = root / "-".join(["data", *([args.expert] if args.expert != "metaworld" else []),
+                            *(["+".join(cameras)] if cameras != ("corner",) else [])])
+    run, out = root / f"train-{args.head}", root / f"eval-{args.head}"
     if args.name:
         run, out = root / f"train-{args.name}", root / f"eval-{args.name}"
+    if args.execute_steps:
+        out = out.with_name(f"{out.name}-h{args.execute_steps}")
     t0 = time.perf_counter()
     if not _dataset_complete(data, tasks, 50):
-        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=96,
-                              workers=args.workers, resume=data.exists()))
+        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50, image_size=96, cameras=cameras,
+                              workers=args.workers, resume=data.exists(), expert=args.expert))
     t_collect = time.perf_counter() - t0
     t0 = time.perf_counter()
     train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}",
@@ -65,7 +81,8 @@ def main() -> None:
     ckpt = run / "checkpoint"
     t0 = time.perf_counter()
     res = evaluate(EvalConfig(checkpoint=str(ckpt), tasks=tuple(tasks), episodes=args.episodes, seed=1000,
-                              workers=args.workers, out=str(out), strategy=args.strategy))
+                              workers=args.workers, out=str(out), strategy=args.strategy,
+                              execute_steps=args.execute_steps))
     t_eval = time.perf_counter() - t0
     policy = Policy.load(ckpt)
     rows = [{"task": t, "success": f"{v['success_rate'] * 100:.0f}%",
@@ -74,14 +91,18 @@ def main() -> None:
     table = markdown_table(rows, ["task", "success", "ci95"])
     table += (f"\nHead `{args.head}`, {policy.num_parameters() / 1e6:.2f} M parameters, "
               f"training {train_minutes:.1f} min, "
-              f"chunk latency p50 {res['overall']['chunk_latency_ms_p50']} ms. References: "
+              f"chunk latency p50 {res['overall']['chunk_latency_ms_p50']} ms, "
+              f"{args.execute_steps or 'half the chunk'} actions executed per chunk, "
+              f"{args.expert} expert. References: "
               + ", ".join(f"{k} {v * 100:.1f}%" for k, v in REFERENCE.items()) + ".\n")
     cfg = json.loads((run / "config.json").read_text())
-    write(args.name or f"mt10_{args.head}", {
+    result = (args.name or f"mt10_{args.head}") + (f"_h{args.execute_steps}" if args.execute_steps else "")
+    write(result, {
         "head": args.head, "tasks": res["tasks"], "mean_success": res["overall"]["success_rate"],
         "params": policy.num_parameters(), "train_minutes": round(train_minutes, 1),
         "collect_minutes": round(t_collect / 60, 1), "eval_minutes": round(t_eval / 60, 1),
         "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"], "strategy": args.strategy,
+        "execute_steps": args.execute_steps, "expert": args.expert, "dataset_cameras": list(cameras),
         "train_config": cfg,
         "reference": REFERENCE, "machine": machine()}, table, command("mt10.py"))
 
