@@ -9,12 +9,17 @@ checkpoint trained on MT10's shared-scene pairs when given (--mt10-checkpoint): 
 open/close.
 
     .venv/bin/python benchmarks/grounding.py [--root runs/grounding] \\
-        [--mt10-checkpoint runs/mt10/train-flow/checkpoint]
+        [--mt10-checkpoint runs/mt10/train-flow/checkpoint] [--expert centred] [--name grounding]
+
+``--expert centred`` records reach-goal-v3 with the expert that aims the gripper centre, not the hand, at the
+goal (``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``; Meta-World's own expert leaves the gripper centre
+0.45 cm inside the 5 cm success radius), into a dataset of its own (``data-centred``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from vlaforge.benchmarking import command, machine, markdown_table, write
@@ -53,6 +58,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mt10-checkpoint", default="")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
+    ap.add_argument("--expert", default="metaworld", help="the demonstrations' expert (metaworld, centred)")
+    ap.add_argument("--name", default="grounding", help="results file name under benchmarks/results/")
     args = ap.parse_args()
 
     from vlaforge.apps.collect import CollectConfig, collect
@@ -61,25 +68,30 @@ def main() -> None:
     from vlaforge.training.trainer import train_or_resume
 
     root = Path(args.root)
-    data, run = root / "data", root / "train"
+    data = root / ("data" if args.expert == "metaworld" else f"data-{args.expert}")
+    run = root / ("train" if args.expert == "metaworld" else f"train-{args.expert}")
     tasks = [t for p in PAIRS for t in p]
     config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
     if not _dataset_complete(data, tasks, 50):
         collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50,
                               image_size=config.policy.image_size, cameras=config.policy.cameras,
-                              workers=args.workers, resume=data.exists()))
+                              workers=args.workers, resume=data.exists(), expert=args.expert))
     # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
     # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
     train_or_resume(config)
-    rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, root / "eval")
+    evals = root / ("eval" if args.expert == "metaworld" else f"eval-{args.expert}")
+    rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, evals)
     if args.mt10_checkpoint:
-        rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers, root / "eval-mt10")
+        rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers,
+                          evals.with_name(f"{evals.name}-mt10"))
     shown = [{k: (f"{v * 100:.0f}%" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     table = markdown_table(shown, list(shown[0]))
     table += ("\nGoals: >= 90% with the right instruction; <= 10% for the intended task with a swapped "
               "instruction.\n")
-    write("grounding", {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
-                        "machine": machine()}, table, command("grounding.py"))
+    write(args.name, {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
+                      "expert": args.expert, "mt10_checkpoint": args.mt10_checkpoint or None,
+                      "train_config": json.loads((run / "config.json").read_text()), "machine": machine()},
+          table, command("grounding.py"))
 
 
 if __name__ == "__main__":
