@@ -173,6 +173,14 @@ def test_collect_with_the_centred_reach_expert_records_its_actions(tmp_path):
     # the first frames are the same layout (seed 0); the centred expert puts the hand 4.5 cm higher, so that
     # the TCP below it lands on the goal: gain 5 x 0.045 m more upward speed, neither clipped here
     assert abs(centred[0, 2] - stock[0, 2] - 5 * 0.045) < 0.01, (centred[0], stock[0])
+    # each episode's row says how it was made, and a resumed task must go on the same way
+    made_by = DatasetReader(tmp_path / "centred").episodes[0].extras
+    assert made_by == {"expert": "centred", "action_noise": 0.0}, made_by
+    with pytest.raises(ValueError, match=r"reach-v3's episode 0 was recorded with expert='metaworld'; "
+                                         r"this run has expert='centred': resume it with the same"):
+        collect(CollectConfig(out=tmp_path / "stock", expert="centred", resume=True,
+                              **{**common, "episodes_per_task": 2}))
+    assert DatasetReader(tmp_path / "stock").num_episodes == 1  # nothing was added
     with pytest.raises(ValueError, match=r"expert: expected one of \('metaworld', 'centred'\) for Meta-World "
                                          r"tasks .*got 'tcp' for metaworld tasks"):
         collect(CollectConfig(out=tmp_path / "x", expert="tcp", **{**common, "tasks": ["reach-v3"]}))

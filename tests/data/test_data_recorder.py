@@ -299,3 +299,31 @@ def test_a_kill_before_the_first_meta_refresh_leaves_a_readable_dataset(tmp_path
     (root / fmt.TASKS_PATH).unlink()  # now info.json is up to date: a missing tasks file is corruption
     with pytest.raises(fmt.DatasetFormatError, match="tasks.parquet is missing"):
         _check_episodes(root)
+
+
+def test_episode_extras_are_kept_staged_and_packed(tmp_path):
+    """``save_episode(extras=...)`` adds plain columns to the episode's row (how it was made); they read back
+    from a staged episode and from the packed v3 files, where older episodes saved without them read None.
+    Names the recorder fills itself, and non-scalar values, are refused."""
+    root = tmp_path / "ds"
+    good = {"observation.state": np.zeros(4), "action": np.zeros(4),
+            "observation.images.corner": np.zeros((8, 8, 3), np.uint8)}
+    rec = DatasetRecorder(root, fps=10, cameras=["corner"], image_size=8, pack_every=100)
+    rec.add_frame(good)
+    rec.save_episode(task="x")  # recorded before extras existed
+    rec.add_frame(good)
+    rec.save_episode(task="x", extras={"expert": "centred", "action_noise": 0.02})
+    staged = rec.episodes()
+    assert staged[1]["expert"] == "centred" and "expert" not in staged[0], staged
+    assert DatasetReader(root).episodes[1].extras == {"expert": "centred", "action_noise": 0.02}
+    rec.add_frame(good)
+    with pytest.raises(ValueError, match=r"extras: expected identifier names other than .*got 'seed'"):
+        rec.save_episode(task="x", extras={"seed": 3})
+    with pytest.raises(ValueError, match=r"extras\['noise'\]: expected a str, int, float, bool or None, "
+                                         r"got ndarray"):
+        rec.save_episode(task="x", extras={"noise": np.zeros(2)})
+    assert rec.buffered_frames == 1  # a refused save keeps the frames
+    rec.close()  # packs
+    packed = DatasetReader(root, include_staged=False).episodes
+    assert [e.extras for e in packed] == [{"expert": None, "action_noise": None},
+                                          {"expert": "centred", "action_noise": 0.02}]

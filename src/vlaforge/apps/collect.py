@@ -227,8 +227,19 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     summary = CollectSummary(out=Path(cfg.out))
     try:
         done = rec.episodes()
+        # how the episodes were made, in each one's row: a resumed task must go on the same way
+        made_by = {"expert": cfg.expert, "action_noise": float(cfg.action_noise)}
         jobs = []
         for task in cfg.tasks:
+            for e in done:
+                differs = {k: (e[k], v) for k, v in made_by.items() if e["task_name"] == task
+                           and e.get(k) is not None and e[k] != v}
+                if differs:
+                    raise ValueError(
+                        f"{cfg.out}: {task}'s episode {e['episode_index']} was recorded with "
+                        + ", ".join(f"{k}={a!r}" for k, (a, _) in differs.items()) + "; this run has "
+                        + ", ".join(f"{k}={b!r}" for k, (_, b) in differs.items())
+                        + ": resume it with the same settings, or record into another dataset")
             mine = [e for e in done if e["task_name"] == task and (e["success"] or cfg.keep_failed)]
             used = [e["seed"] for e in done if e["task_name"] == task and e["seed"] is not None]
             first = max(used) + 1 if used else cfg.seed_start
@@ -267,7 +278,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                     if not rec.env_state_dim:
                         f.pop(OBS_ENV_STATE, None)
                     rec.add_frame(f)
-                rec.save_episode(task=task, seed=seed, success=ok, instruction=texts[task])
+                rec.save_episode(task=task, seed=seed, success=ok, instruction=texts[task], extras=made_by)
                 tally.kept += 1
                 tally.frames += len(frames)
                 bar.update(1)

@@ -59,6 +59,11 @@ SUCCESS = "next.success"
 DONE = "next.done"
 #: episode columns vlaforge adds to meta/episodes (LeRobot keeps unknown columns)
 EPISODE_EXTRAS = ("task_name", "seed", "success")
+#: the plain columns of an episode's row that the recorder fills itself (the others have a ``/`` in their
+#: name: ``stats/``, ``data/``, ``videos/``, ``meta/``); any further plain column is an ``extra`` saved with
+#: the episode (e.g. ``expert``)
+EPISODE_ROW_KEYS = frozenset({"episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index",
+                              *EPISODE_EXTRAS})
 
 
 class DatasetFormatError(ValueError):

@@ -47,6 +47,7 @@ class EpisodeRef:
     success: bool | None = None
     staged: bool = False
     start: int = 0  # first frame's position in the reader's frame order
+    extras: dict = field(default_factory=dict)  # further columns of its row, e.g. {"expert": "centred"}
 
 
 def staged_video_path(ep_dir: Path, key: str) -> Path:
@@ -197,6 +198,7 @@ class DatasetReader:
             seed=r.get("seed"),
             success=r.get("success"),
             staged=staged_dir is not None,
+            extras={k: v for k, v in r.items() if k not in fmt.EPISODE_ROW_KEYS and "/" not in k},
         )
 
     def _check_files(self, pq) -> None:

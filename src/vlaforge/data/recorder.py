@@ -46,6 +46,7 @@ from vlaforge.types import ACTION, EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, i
 LOCK_FILE = fmt.WORK_DIR + "/writer.lock"
 
 
+
 class DatasetRecorder:
     """Append episodes to ``root``. Use as a context manager, or call ``close()``.
 
@@ -194,9 +195,12 @@ class DatasetRecorder:
         self.num_frames = int(sum(r["length"] for r in all_rows))
 
     def episodes(self) -> list[dict]:
-        """``{episode_index, task_name, seed, success, length}`` of every committed episode."""
+        """``{episode_index, task_name, seed, success, length}`` of every committed episode, and the
+        ``extras`` it was saved with."""
         keys = ("episode_index", "task_name", "seed", "success", "length")
-        return [{k: r.get(k) for k in keys} for r in [*self._rows, *self._staged_rows]]
+        return [{k: r.get(k) for k in keys}
+                | {k: v for k, v in r.items() if k not in fmt.EPISODE_ROW_KEYS and "/" not in k}
+                for r in [*self._rows, *self._staged_rows]]
 
     # ------------------------------------------------------------------ frames and episodes
 
@@ -248,11 +252,22 @@ class DatasetRecorder:
         self._buffer.clear()
 
     def save_episode(
-        self, task: str, seed: int | None = None, success: bool | None = None, instruction: str | None = None
+        self, task: str, seed: int | None = None, success: bool | None = None, instruction: str | None = None,
+        extras: Mapping[str, str | int | float | bool | None] | None = None,
     ) -> int:
-        """Commit the buffered frames as one episode; returns its episode_index."""
+        """Commit the buffered frames as one episode; returns its episode_index. ``extras``: more columns of
+        the episode's row in ``meta/episodes`` (scalars, e.g. how it was made: ``{"expert": "centred"}``);
+        ``episodes()`` returns them."""
         if self._closed:
             raise RuntimeError("save_episode: the recorder is closed")
+        extras = dict(extras or {})
+        for k, v in extras.items():
+            if not (isinstance(k, str) and k.isidentifier()) or k in fmt.EPISODE_ROW_KEYS:
+                raise ValueError(f"save_episode extras: expected identifier names other than "
+                                 f"{sorted(fmt.EPISODE_ROW_KEYS)}, got {k!r}")
+            if v is not None and not isinstance(v, (str, int, float, bool)):
+                raise ValueError(f"save_episode extras[{k!r}]: expected a str, int, float, bool or None, "
+                                 f"got {type(v).__name__}")
         n = len(self._buffer)
         if n == 0:
             raise ValueError("save_episode: no frames were added since the last save")
@@ -298,6 +313,7 @@ class DatasetRecorder:
             "task_name": task,
             "seed": None if seed is None else int(seed),
             "success": None if success is None else bool(success),
+            **extras,
             **fmt.flatten_stats(ep_stats),
         }
         fmt.write_json(tmp / STAGED_META, row)
