@@ -51,6 +51,11 @@ def test_task_lists_match_metaworld():
     assert TASK_SETS["ml10-test"] == list(env_dict.ML10_V3["test"])
     assert set(TASK_SETS["ml45-train"]) == set(env_dict.ML45_V3["train"])
     assert TASK_SETS["ml45-test"] == list(env_dict.ML45_V3["test"])
+    # MT50's difficulty groups partition it: 28 easy, 11 medium, 6 hard, 5 very hard
+    groups = [TASK_SETS[f"mt50-{g}"] for g in ("easy", "medium", "hard", "very-hard")]
+    assert [len(g) for g in groups] == [28, 11, 6, 5]
+    assert sorted(t for g in groups for t in g) == sorted(env_dict.MT50_V3)
+    assert "pick-place-v3" in TASK_SETS["mt50-hard"] and "reach-v3" in TASK_SETS["mt50-easy"]
 
 
 def test_every_task_has_a_canonical_sentence_and_two_paraphrases():

@@ -66,6 +66,20 @@ TASK_SETS: dict[str, list[str]] = {
     "ml45-test": ["bin-picking-v3", "box-close-v3", "hand-insert-v3", "door-lock-v3", "door-unlock-v3"],
     "reach-grounding": ["reach-goal-v3", "reach-puck-v3"],
 }
+#: MT50's difficulty groups (Seo et al. 2022, "Masked World Models", by the success of a single-task RL agent;
+#: SmolVLA and LeRobot report by them): 28 easy, 11 medium, 6 hard, 5 very hard tasks.
+MT50_GROUPS: dict[str, list[str]] = {
+    "mt50-medium": [f"{t}-v3" for t in (
+        "basketball", "bin-picking", "box-close", "coffee-pull", "coffee-push", "hammer", "peg-insert-side",
+        "push-wall", "soccer", "sweep", "sweep-into")],
+    "mt50-hard": [f"{t}-v3" for t in (
+        "assembly", "hand-insert", "pick-out-of-hole", "pick-place", "push", "push-back")],
+    "mt50-very-hard": [f"{t}-v3" for t in (
+        "shelf-place", "disassemble", "stick-pull", "stick-push", "pick-place-wall")],
+}
+MT50_GROUPS = {"mt50-easy": [t for t in METAWORLD_TASKS if not any(t in g for g in MT50_GROUPS.values())],
+               **MT50_GROUPS}
+TASK_SETS.update(MT50_GROUPS)
 
 # Canonical sentence first, then paraphrases. Objects are named as they look in the scene.
 _INSTRUCTIONS: dict[str, tuple[str, ...]] = {
