@@ -4,6 +4,10 @@
 Targets (benchmark, not test): `default` <= 15 M parameters; flow head with 10 steps p50 <= 15 ms.
 
     .venv/bin/python benchmarks/latency.py [--calls 300]
+    .venv/bin/python benchmarks/latency.py --checkpoint runs/mt10/train-flow/checkpoint --name latency_mt10
+
+``--checkpoint`` times that trained policy alone (its head, cameras and sizes) instead of every head of the
+`default` preset.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--bf16", default="auto",
                     help="inference precision: auto (vlaforge.precision), true, false")
+    ap.add_argument("--checkpoint", default="", help="time this trained policy instead of the presets")
     ap.add_argument("--name", default="latency",
                     help="results file name (e.g. latency_avx2 for the other kind)")
     args = ap.parse_args()
@@ -40,14 +45,20 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     rows = []
-    for head in head_names():
-        cfg = presets.get("default").replace(head=head)
-        policy = Policy(cfg, stats(4, 4)).eval()
+    if args.checkpoint:
+        policies = [Policy.load(args.checkpoint)]
+    else:
+        policies = [Policy(presets.get("default").replace(head=h), stats(4, 4)) for h in head_names()]
+    for policy in policies:
+        cfg = policy.eval().config
+        head = cfg.head
         precision = policy.set_precision(args.bf16)
         print(precision.describe(), flush=True)
-        obs = {"observation.images.corner": rng.integers(0, 255, (96, 96, 3), dtype=np.uint8),
-               "observation.state": np.zeros(4, np.float32), "task": "open the drawer",
-               "embodiment": "sawyer"}
+        emb, spec = next(iter(cfg.embodiments.items()))
+        obs = {f"observation.images.{c}": rng.integers(0, 255, (cfg.image_size, cfg.image_size, 3),
+                                                       dtype=np.uint8) for c in cfg.cameras}
+        obs.update({"observation.state": np.zeros(spec.state_dim, np.float32), "task": "open the drawer",
+                    "embodiment": emb})
         for _ in range(args.warmup):
             policy.predict_chunk(obs)
         times = []
@@ -55,7 +66,7 @@ def main() -> None:
             t0 = time.perf_counter()
             policy.predict_chunk(obs)
             times.append((time.perf_counter() - t0) * 1000)
-        steps = policy.heads["sawyer"].sampling_steps
+        steps = policy.heads[emb].sampling_steps
         rows.append({"head": head, "precision": precision.name,
                      "params_M": round(policy.num_parameters() / 1e6, 2), "sampling_steps": steps,
                      "p50_ms": round(float(np.percentile(times, 50)), 2),
@@ -64,7 +75,8 @@ def main() -> None:
     table = markdown_table(rows, ["head", "precision", "params_M", "sampling_steps", "p50_ms", "p99_ms",
                                   "calls"])
     used = sorted({r["precision"] for r in rows})
-    payload = {"preset": "default", "image_size": 96, "cameras": 1, "bf16": args.bf16, "rows": rows,
+    payload = {"preset": None if args.checkpoint else "default", "checkpoint": args.checkpoint or None,
+               "image_size": cfg.image_size, "cameras": len(cfg.cameras), "bf16": args.bf16, "rows": rows,
                "machine": machine(precision="/".join(used)),
                "targets": {"params_M_max": 15, "flow_p50_ms_max": 15},
                "reference": "LeRobot ACT (51.6 M parameters): ~28 ms per chunk on this machine "

@@ -169,6 +169,7 @@ def multitask_footer(res: dict) -> str:
     """One line under a multi-task result's table: the policy, its training and how it was run."""
     return (f"\nHead `{res['head']}`, {res['params'] / 1e6:.2f} M parameters, training "
             f"{res['train_minutes']:.1f} min, chunk latency p50 {res['chunk_latency_ms_p50']} ms, "
-            f"{res['execute_steps'] or 'half the chunk'} actions executed per chunk, "
+            + (f"{res['execute_steps']} actions executed per chunk, " if res["execute_steps"]
+               else "half of each chunk executed, ") +
             f"{res['expert']} expert, "
             f"{res['episodes']} episodes per task.")

@@ -8,7 +8,7 @@ Presets (``get_preset(name)``, a typo gets a did-you-mean):
   ``align`` (vision, language and state encoders frozen; fusion, projections, tokens and heads at 1e-3),
   ``cofinetune`` (everything at 2e-5), ``specialize`` (heads only at 1e-5).
 - ``demo``: what ``make demo`` trains, sized for under 10 minutes on a 2-core CPU without native bf16.
-- ``mt10``: the MT10 benchmark, sized for about 90 minutes on a 2-core CPU.
+- ``mt10``: the MT10 benchmark, sized for about 60 minutes on a 2-core CPU with native bf16.
 - ``debug``: the ``tiny`` policy, a few steps in two stages, checkpoints and validation every few steps.
 
 Fresh parameters. With ``--init``, tensors are loaded by name and shape; what the checkpoint cannot provide (a
@@ -87,13 +87,15 @@ def demo() -> TrainConfig:
 
 @register("mt10")
 def mt10() -> TrainConfig:
-    """The MT10 benchmark: the ``demo`` policy on ten tasks (500 demonstrations), sized for about 90 minutes
-    on a 2-core CPU."""
-    # no auxiliary loss: with it, 6,000 steps reached 57.5% (its head learned per-task means, not positions)
-    # against 66.5% for 8,000 steps without (benchmarks/results/mt10_flow_aux.md, mt10_flow.md). Measured runs
-    # set steps=8000 and bf16=true on a CPU with native bf16; 12,000 steps fp32 is untested. bf16=auto picks
-    # fp32 on AVX2-only CPUs, where a step of this policy takes ~1 s (12,000 steps: ~3.5 hours).
-    return TrainConfig(policy=policy_presets.get("demo"), steps=12_000, batch_size=64,
+    """The MT10 benchmark: the ``demo`` policy on ten tasks (500 demonstrations) with the objects' and goal's
+    positions, standardized per task, as an auxiliary target whose estimate enters fusion as a token; 8,000
+    steps, about 60 minutes on a 2-core CPU with native bf16."""
+    # issue 18: 84.5% on MT10 (benchmarks/results/mt10_flow_taskaux_h4.md: reach-v3 demonstrations from the
+    # centred expert, 4 actions executed per chunk) against 66.5% without the auxiliary target (mt10_flow.md)
+    # and 57.5% with it scaled over all tasks, when its head learned each task's mean (mt10_flow_aux.md).
+    # bf16=auto picks fp32 on AVX2-only CPUs, where a step of this policy takes ~1 s (8,000 steps: ~2.2 h).
+    policy = policy_presets.get("demo").replace(aux_env_weight=1.0, aux_env_per_task=True, env_token=True)
+    return TrainConfig(policy=policy, steps=8000, batch_size=64,
                        lr=1e-3, warmup=0.02, augment=False,
                        min_lr_ratio=0.02, weight_decay=1e-4, ema_decay=0.999, val_interval=1000,
                        val_batches=8, ckpt_interval=1000, log_interval=100, num_workers=0, threads=2,
