@@ -10,7 +10,7 @@
 the policy reads is ``--set policy.cameras=...``); each such dataset gets a directory of its own under
 ``--root`` (``data-centred-corner+corner4``). ``--execute-steps`` plays that many actions per chunk in
 evaluation (default: half the chunk). Finished datasets and trainings are reused
-(``vlaforge.benchmarking.multitask_run``).
+(``vlaforge.apps.multitask.multitask_run``).
 
 Goal: mean success >= 80% with <= 90 minutes of training on the 2-core CPU machine. Published image-based
 results on the same ten tasks, for reference: Diffusion Policy 67.1% and 3D Diffusion Policy 75.5%
@@ -23,15 +23,8 @@ from __future__ import annotations
 
 import argparse
 
-from vlaforge.benchmarking import (
-    command,
-    machine,
-    markdown_table,
-    multitask_arguments,
-    multitask_footer,
-    multitask_run,
-    write,
-)
+from vlaforge.apps.multitask import multitask_arguments, multitask_footer, multitask_run
+from vlaforge.benchmarking import command, machine, markdown_table, write
 
 REFERENCE = {"Diffusion Policy (DP3 paper, Table XVIII)": 0.671, "3D Diffusion Policy (DP3 paper)": 0.755}
 

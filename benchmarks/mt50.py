@@ -5,7 +5,7 @@ medium 11, hard 6, very hard 5 tasks: ``vlaforge.sim.instructions.MT50_GROUPS``)
     .venv/bin/python benchmarks/mt50.py --head flow [--root runs/mt50] [--set steps=12000 ...]
         [--expert centred] [--execute-steps 4] [--name mt50_flow]
 
-The same pipeline and options as ``benchmarks/mt10.py`` (``vlaforge.benchmarking.multitask_run``): 96 px
+The same pipeline and options as ``benchmarks/mt10.py`` (``vlaforge.apps.multitask.multitask_run``): 96 px
 ``corner`` camera, the ``mt10`` recipe unless ``--preset`` says otherwise.
 
 References (their protocol differs from ours: LeRobot's MT50 data, the ``corner2`` camera at 480 px, 10 trials
@@ -17,15 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from vlaforge.benchmarking import (
-    command,
-    machine,
-    markdown_table,
-    multitask_arguments,
-    multitask_footer,
-    multitask_run,
-    write,
-)
+from vlaforge.apps.multitask import multitask_arguments, multitask_footer, multitask_run
+from vlaforge.benchmarking import command, machine, markdown_table, write
 
 REFERENCE = {"SmolVLA 0.45 B": 0.573, "SmolVLA 2.25 B": 0.682, "pi0 (as reported by SmolVLA)": 0.50}
 GROUPS = ("easy", "medium", "hard", "very-hard")

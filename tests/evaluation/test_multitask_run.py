@@ -1,4 +1,4 @@
-"""``vlaforge.benchmarking.multitask_run``, the MT10 / MT50 benchmarks' pipeline, end to end at toy size:
+"""``vlaforge.apps.multitask.multitask_run``, the MT10 / MT50 benchmarks' pipeline, end to end at toy size:
 it records, trains and evaluates for real, names its directories by expert and cameras, and reuses what is
 done."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from vlaforge.benchmarking import multitask_arguments, multitask_footer, multitask_run
+from vlaforge.apps.multitask import multitask_arguments, multitask_footer, multitask_run
 from vlaforge.data import DatasetReader
 
 
@@ -14,8 +14,9 @@ def test_multitask_run_collects_trains_evaluates_and_reuses(tmp_path):
     ap = argparse.ArgumentParser()
     multitask_arguments(ap, root=str(tmp_path), preset="debug", episodes=1)
     args = ap.parse_args(["--demos", "1", "--workers", "1", "--expert", "centred",
-                          "--cameras", "corner,corner4", "--execute-steps", "2", "--set", "steps=2",
-                          "--set", "policy.image_size=96", "--set", "policy.cameras=corner,corner4"])
+                          "--cameras", "corner,corner4", "--execute-steps", "2", "--max-steps", "12",
+                          "--set", "steps=2", "--set", "policy.image_size=96",
+                          "--set", "policy.cameras=corner,corner4"])
     res = multitask_run(args, ["reach-v3"], "toy")
     data = tmp_path / "data-centred-corner+corner4"
     assert res["dataset"] == str(data) and DatasetReader(data).num_episodes == 1
@@ -23,6 +24,7 @@ def test_multitask_run_collects_trains_evaluates_and_reuses(tmp_path):
     assert (tmp_path / "train-toy" / "checkpoint" / "config.json").is_file()
     assert (tmp_path / "eval-toy-h2").is_dir()
     assert set(res["tasks"]) == {"reach-v3"} and res["tasks"]["reach-v3"]["episodes"] == 1
+    assert res["max_steps"] == 12
     assert 0.0 <= res["mean_success"] <= 1.0 and res["params"] > 0
     assert res["train_config"]["steps"] == 2 and res["train_config"]["policy"]["head"] == "flow"
     assert "2 actions executed per chunk, centred expert, 1 episodes per task" in multitask_footer(res)

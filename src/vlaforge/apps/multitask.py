@@ -1,0 +1,88 @@
+"""The multi-task benchmarks' pipeline (``benchmarks/mt10.py``, ``benchmarks/mt50.py``): their shared
+command-line options, record -> train -> evaluate with reuse of whatever is finished, and the line under their
+tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vlaforge.benchmarking import train_minutes
+
+
+def multitask_arguments(ap, root: str, preset: str, episodes: int) -> None:
+    """The command-line options of the multi-task benchmarks (MT10, MT50), added to argparse parser ``ap``."""
+    from vlaforge.config import head_names
+
+    ap.add_argument("--head", default="flow", choices=head_names())
+    ap.add_argument("--root", default=root)
+    ap.add_argument("--preset", default=preset)
+    ap.add_argument("--episodes", type=int, default=episodes, help="evaluation episodes per task")
+    ap.add_argument("--demos", type=int, default=50, help="demonstrations per task")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--strategy", default="recycle", choices=["recycle", "ensemble", "async"],
+                    help="chunk execution in evaluation (recycle: open loop over half the chunk)")
+    ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
+    ap.add_argument("--expert", default="metaworld", help="the demonstrations' expert (metaworld, centred)")
+    ap.add_argument("--cameras", default="corner", help="cameras recorded in the dataset (comma list)")
+    ap.add_argument("--execute-steps", type=int, default=None,
+                    help="actions executed per chunk in evaluation (default: half the chunk)")
+    ap.add_argument("--max-steps", type=int, default=300, help="evaluation episode length cap")
+
+
+def multitask_run(args, tasks: list[str], name: str) -> dict:
+    """The multi-task benchmarks' pipeline, as ``multitask_arguments`` say: record ``--demos`` scripted
+    demonstrations per task (96 px, ``--cameras``, ``--expert``) into ``<root>/data[-<expert>][-<cameras>]``,
+    train ``--preset`` with ``--head`` and the ``--set`` overrides into ``<root>/train-<name>``, evaluate its
+    final policy on ``--episodes`` unseen seeds per task (1000+) into ``<root>/eval-<name>[-h<N>]``.
+    Finished datasets and trainings are reused, so a killed run goes on where it stopped. Returns what a
+    result records: the evaluation's ``tasks`` and ``overall``, the run's figures, its training config."""
+    import time
+
+    from vlaforge.apps.collect import CollectConfig, collect, parse_cameras
+    from vlaforge.apps.demo import _dataset_complete
+    from vlaforge.evaluation.rollout import EvalConfig, evaluate
+    from vlaforge.policy import Policy
+    from vlaforge.training import build_config
+    from vlaforge.training.trainer import FINAL, train_or_resume
+
+    root, cameras = Path(args.root), parse_cameras(args.cameras)
+    data = root / "-".join(["data", *([args.expert] if args.expert != "metaworld" else []),
+                            *(["+".join(cameras)] if cameras != ("corner",) else [])])
+    run = root / f"train-{name}"
+    out = root / (f"eval-{name}" + (f"-h{args.execute_steps}" if args.execute_steps else ""))
+    t0 = time.perf_counter()
+    if not _dataset_complete(data, tasks, args.demos):
+        collect(CollectConfig(out=data, tasks=list(tasks), episodes_per_task=args.demos, image_size=96,
+                              cameras=cameras, workers=args.workers, resume=data.exists(),
+                              expert=args.expert))
+    t_collect = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}",
+                                               *args.set]))
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = evaluate(EvalConfig(checkpoint=str(run / FINAL), tasks=tuple(tasks), episodes=args.episodes,
+                              seed=1000, workers=args.workers, out=str(out), strategy=args.strategy,
+                              execute_steps=args.execute_steps, max_steps=args.max_steps))
+    return {"head": args.head, "tasks": res["tasks"], "overall": res["overall"],
+            "mean_success": res["overall"]["success_rate"],
+            "chunk_latency_ms_p50": res["overall"]["chunk_latency_ms_p50"],
+            "params": Policy.load(run / FINAL).num_parameters(),
+            "train_minutes": round(train_minutes(run) or t_train / 60, 1),
+            "collect_minutes": round(t_collect / 60, 1),
+            "eval_minutes": round((time.perf_counter() - t0) / 60, 1),
+            "episodes": args.episodes, "demos": args.demos, "strategy": args.strategy,
+            "max_steps": args.max_steps,
+            "execute_steps": args.execute_steps, "expert": args.expert, "dataset": str(data),
+            "dataset_cameras": list(cameras), "train_config": json.loads((run / "config.json").read_text())}
+
+
+def multitask_footer(res: dict) -> str:
+    """One line under a multi-task result's table: the policy, its training and how it was run."""
+    return (f"\nHead `{res['head']}`, {res['params'] / 1e6:.2f} M parameters, training "
+            f"{res['train_minutes']:.1f} min, chunk latency p50 {res['chunk_latency_ms_p50']} ms, "
+            + (f"{res['execute_steps']} actions executed per chunk, " if res["execute_steps"]
+               else "half of each chunk executed, ") +
+            f"{res['expert']} expert, "
+            f"{res['episodes']} episodes per task.")
