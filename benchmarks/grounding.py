@@ -68,8 +68,8 @@ def main() -> None:
     from vlaforge.training.trainer import train_or_resume
 
     root = Path(args.root)
-    data = root / ("data" if args.expert == "metaworld" else f"data-{args.expert}")
-    run = root / ("train" if args.expert == "metaworld" else f"train-{args.expert}")
+    suffix = "" if args.expert == "metaworld" else f"-{args.expert}"
+    data, run = root / f"data{suffix}", root / f"train{suffix}"
     tasks = [t for p in PAIRS for t in p]
     config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
     if not _dataset_complete(data, tasks, 50):
@@ -79,7 +79,7 @@ def main() -> None:
     # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
     # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
     train_or_resume(config)
-    evals = root / ("eval" if args.expert == "metaworld" else f"eval-{args.expert}")
+    evals = root / f"eval{suffix}"
     rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, evals)
     if args.mt10_checkpoint:
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers,

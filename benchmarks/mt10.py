@@ -23,7 +23,13 @@ from __future__ import annotations
 
 import argparse
 
-from vlaforge.apps.multitask import multitask_arguments, multitask_footer, multitask_run
+from vlaforge.apps.multitask import (
+    multitask_arguments,
+    multitask_footer,
+    multitask_result_name,
+    multitask_run,
+    multitask_task_rows,
+)
 from vlaforge.benchmarking import command, machine, markdown_table, write
 
 REFERENCE = {"Diffusion Policy (DP3 paper, Table XVIII)": 0.671, "3D Diffusion Policy (DP3 paper)": 0.755}
@@ -39,14 +45,13 @@ def main() -> None:
     from vlaforge.sim.metaworld import resolve_tasks
 
     res = multitask_run(args, resolve_tasks("mt10"), args.name or args.head)
-    rows = [{"task": t, "success": f"{v['success_rate'] * 100:.0f}%",
-             "ci95": f"{v['ci95'][0] * 100:.0f}-{v['ci95'][1] * 100:.0f}%"} for t, v in res["tasks"].items()]
+    rows = multitask_task_rows(res)
     rows.append({"task": "mean", "success": f"{res['mean_success'] * 100:.1f}%", "ci95": ""})
     table = markdown_table(rows, ["task", "success", "ci95"])
     table += (multitask_footer(res) + " References: "
               + ", ".join(f"{k} {v * 100:.1f}%" for k, v in REFERENCE.items()) + ".\n")
-    result = (args.name or f"mt10_{args.head}") + (f"_h{args.execute_steps}" if args.execute_steps else "")
-    write(result, {**res, "reference": REFERENCE, "machine": machine()}, table, command("mt10.py"))
+    write(multitask_result_name(args, "mt10"), {**res, "reference": REFERENCE, "machine": machine()}, table,
+          command("mt10.py"))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,21 @@ The same pipeline and options as ``benchmarks/mt10.py`` (``vlaforge.apps.multita
 
 References (their protocol differs from ours: LeRobot's MT50 data, the ``corner2`` camera at 480 px, 10 trials
 per task): SmolVLA 57.3% (0.45 B parameters) and 68.2% (2.25 B), pi0 about 50% (SmolVLA paper, Table 2).
-Writes benchmarks/results/<name>.json and .md (default ``mt50_<head>``).
+Writes benchmarks/results/<name>.json and .md (default ``mt50_<head>``; ``_h<N>`` added with
+``--execute-steps N``).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from vlaforge.apps.multitask import multitask_arguments, multitask_footer, multitask_run
+from vlaforge.apps.multitask import (
+    multitask_arguments,
+    multitask_footer,
+    multitask_result_name,
+    multitask_run,
+    multitask_task_rows,
+)
 from vlaforge.benchmarking import command, machine, markdown_table, write
 
 REFERENCE = {"SmolVLA 0.45 B": 0.573, "SmolVLA 2.25 B": 0.682, "pi0 (as reported by SmolVLA)": 0.50}
@@ -43,14 +50,12 @@ def main() -> None:
     rows.append({"group": "**all 50**", "tasks": len(per_task),
                  "success": f"**{res['mean_success'] * 100:.1f}%**"})
     table = markdown_table(rows, ["group", "tasks", "success"])
-    table += "\n" + markdown_table(
-        [{"task": t, "group": next(g for g in GROUPS if t in MT50_GROUPS[f"mt50-{g}"]),
-          "success": f"{v['success_rate'] * 100:.0f}%",
-          "ci95": f"{v['ci95'][0] * 100:.0f}-{v['ci95'][1] * 100:.0f}%"} for t, v in res["tasks"].items()],
-        ["task", "group", "success", "ci95"])
+    group_of = {t: g for g in GROUPS for t in MT50_GROUPS[f"mt50-{g}"]}
+    table += "\n" + markdown_table(multitask_task_rows(res, group=group_of.__getitem__),
+                                   ["task", "group", "success", "ci95"])
     table += (multitask_footer(res) + " References (another protocol, see the script): "
               + ", ".join(f"{k} {v * 100:.1f}%" for k, v in REFERENCE.items()) + ".\n")
-    write(args.name or f"mt50_{args.head}",
+    write(multitask_result_name(args, "mt50"),
           {**res, "groups": groups, "reference": REFERENCE, "machine": machine()}, table, command("mt50.py"))
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import argparse
 
-from vlaforge.apps.multitask import multitask_arguments, multitask_footer, multitask_run
+from vlaforge.apps.multitask import (
+    multitask_arguments,
+    multitask_footer,
+    multitask_result_name,
+    multitask_run,
+    multitask_task_rows,
+)
 from vlaforge.data import DatasetReader
 
 
@@ -28,6 +34,11 @@ def test_multitask_run_collects_trains_evaluates_and_reuses(tmp_path):
     assert 0.0 <= res["mean_success"] <= 1.0 and res["params"] > 0
     assert res["train_config"]["steps"] == 2 and res["train_config"]["policy"]["head"] == "flow"
     assert "2 actions executed per chunk, centred expert, 1 episodes per task" in multitask_footer(res)
+    rows = multitask_task_rows(res, group=lambda t: t.split("-")[0])
+    rate = res["tasks"]["reach-v3"]["success_rate"]
+    assert rows == [{"task": "reach-v3", "group": "reach", "success": f"{rate * 100:.0f}%",
+                     "ci95": "{:.0f}-{:.0f}%".format(*(c * 100 for c in res["tasks"]["reach-v3"]["ci95"]))}]
+    assert multitask_result_name(args, "mt50") == "mt50_flow_h2"
     # a second call reuses the dataset and the finished training: nothing is recorded or trained again
     again = multitask_run(args, ["reach-v3"], "toy")
     assert again["collect_minutes"] == 0.0 and DatasetReader(data).num_episodes == 1

@@ -230,18 +230,21 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         # how the episodes were made, in each one's row: a resumed task must go on the same way
         made_by = {"expert": cfg.expert, "action_noise": float(cfg.action_noise)}
         jobs = []
+        by_task: dict[str, list[dict]] = {}
+        for e in done:
+            by_task.setdefault(e["task_name"], []).append(e)
         for task in cfg.tasks:
-            for e in done:
-                differs = {k: (e[k], v) for k, v in made_by.items() if e["task_name"] == task
-                           and e.get(k) is not None and e[k] != v}
+            theirs = by_task.get(task, [])
+            for e in theirs:
+                differs = {k: (e[k], v) for k, v in made_by.items() if e.get(k) is not None and e[k] != v}
                 if differs:
                     raise ValueError(
                         f"{cfg.out}: {task}'s episode {e['episode_index']} was recorded with "
                         + ", ".join(f"{k}={a!r}" for k, (a, _) in differs.items()) + "; this run has "
                         + ", ".join(f"{k}={b!r}" for k, (_, b) in differs.items())
                         + ": resume it with the same settings, or record into another dataset")
-            mine = [e for e in done if e["task_name"] == task and (e["success"] or cfg.keep_failed)]
-            used = [e["seed"] for e in done if e["task_name"] == task and e["seed"] is not None]
+            mine = [e for e in theirs if e["success"] or cfg.keep_failed]
+            used = [e["seed"] for e in theirs if e["seed"] is not None]
             first = max(used) + 1 if used else cfg.seed_start
             need = cfg.episodes_per_task - len(mine)
             summary.per_task[task] = TaskTally(previously_kept=len(mine))

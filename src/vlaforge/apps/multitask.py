@@ -78,6 +78,18 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
             "dataset_cameras": list(cameras), "train_config": json.loads((run / "config.json").read_text())}
 
 
+def multitask_result_name(args, bench: str) -> str:
+    """The results file name: ``--name`` or ``<bench>_<head>``, then ``_h<N>`` with ``--execute-steps N``."""
+    return (getattr(args, "name", "") or f"{bench}_{args.head}") + (f"_h{args.execute_steps}" if args.execute_steps else "")
+
+
+def multitask_task_rows(res: dict, **columns) -> list[dict]:
+    """One table row per task of a multi-task result: its success and 95% interval, plus ``columns``: name ->
+    function of the task name (e.g. its group)."""
+    return [{"task": t, **{k: f(t) for k, f in columns.items()}, "success": f"{v['success_rate'] * 100:.0f}%",
+             "ci95": f"{v['ci95'][0] * 100:.0f}-{v['ci95'][1] * 100:.0f}%"} for t, v in res["tasks"].items()]
+
+
 def multitask_footer(res: dict) -> str:
     """One line under a multi-task result's table: the policy, its training and how it was run."""
     return (f"\nHead `{res['head']}`, {res['params'] / 1e6:.2f} M parameters, training "
