@@ -2,11 +2,12 @@
 (reach, push, pick-place, peg-insert-side; issue 18), each measured the same way.
 
     .venv/bin/python benchmarks/small_targets.py [--root runs/small] [--variants corner,corner+corner4]
-        [--steps 3000] [--horizons 8,4]
+        [--steps 3000] [--horizons 8,4] [--expert centred] [--cameras corner,gripperPOV]
 
 One dataset: 50 scripted demonstrations per task (seeds 0-49), 96 px images from ``corner`` and ``corner4``
 (the "moved corner2" of SmolVLA / LeRobot, ~80 degrees from ``corner``: two views resolve the depth of a goal
-that floats above the table). Each variant trains the ``mt10`` recipe (the ``demo`` policy) with its overrides
+that floats above the table); ``--cameras`` records others (e.g. ``corner,gripperPOV``, the wrist view) into a
+dataset of their own. Each variant trains the ``mt10`` recipe (the ``demo`` policy) with its overrides
 for ``--steps`` steps on these four tasks alone, and is evaluated on 20 unseen seeds per task (1000-1019).
 ``--horizons`` evaluates each checkpoint again with that many actions executed per 16-step chunk (8: the
 default, half the chunk; fewer: closer to closed loop) at no training cost. Finished trainings and
@@ -42,11 +43,14 @@ VARIANTS = {
     # given to it as a token (policy.env_token)
     "corner+task-aux": ["policy.cameras=corner", *TASK_AUX],
     "corner+corner4+task-aux": ["policy.cameras=corner,corner4", *TASK_AUX],
+    # the wrist view: the puck fills it between the fingers as the hand comes down (needs --cameras
+    # corner,gripperPOV)
+    "corner+gripperPOV+task-aux": ["policy.cameras=corner,gripperPOV", *TASK_AUX],
 }
 
 
 def main() -> None:
-    from vlaforge.apps.collect import CollectConfig, collect
+    from vlaforge.apps.collect import CollectConfig, collect, parse_cameras
     from vlaforge.apps.demo import _dataset_complete
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.sim.metaworld import EXPERTS
@@ -63,6 +67,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="extra training override for every variant")
     ap.add_argument("--name", default="small_targets")
+    ap.add_argument("--cameras", default=",".join(CAMERAS),
+                    help="cameras recorded in the dataset (comma list); other than the default, a dataset of "
+                         "its own (data[-expert]-<cameras>)")
     ap.add_argument("--expert", default="metaworld", choices=EXPERTS,
                     help="reach-v3's demonstrations: Meta-World's expert (hand onto the goal, gripper centre "
                          "4.5 cm from it) or centred (gripper centre onto the goal); a dataset of its own")
@@ -74,10 +81,11 @@ def main() -> None:
     horizons = [int(h) for h in args.horizons.split(",")]
     root = Path(args.root)
     tag = "" if args.expert == "metaworld" else f"-{args.expert}"  # its dataset, runs and cells
-    data = root / f"data{tag}"
+    cameras = parse_cameras(args.cameras)
+    data = root / ("data" + tag + ("" if cameras == CAMERAS else "-" + "+".join(cameras)))
     if not _dataset_complete(data, list(TASKS), 50):
         collect(CollectConfig(out=data, tasks=list(TASKS), episodes_per_task=50, image_size=96,
-                              cameras=CAMERAS, workers=args.workers, resume=data.exists(),
+                              cameras=cameras, workers=args.workers, resume=data.exists(),
                               expert=args.expert))
     cells_file = root / "cells.json"
     cells = json.loads(cells_file.read_text()) if cells_file.is_file() else {}
@@ -97,6 +105,7 @@ def main() -> None:
                                     videos=1))
             res = json.loads((out / "results.json").read_text())
             cells[name] = {"variant": variant, "horizon": horizon, "expert": args.expert,
+                           "dataset_cameras": list(cameras),
                            "overrides": BASE + VARIANTS[variant] + args.set,
                            "steps": cfg["steps"], "train_minutes": round(minutes, 1),
                            "precision": run_precision(run),
@@ -121,8 +130,8 @@ def main() -> None:
         rows.append(row)
     table = markdown_table(rows, list(rows[0])) if rows else "(no cells yet)\n"
     table += (f"\nThe `mt10` recipe (`demo` policy, flow head as in the MT10 benchmark) on the four "
-              f"small-target MT10 tasks alone, 50 demonstrations each (96 px, cameras "
-              f"{', '.join(CAMERAS)} recorded), "
+              f"small-target MT10 tasks alone, 50 demonstrations each (96 px; the variant names the "
+              f"cameras the policy reads), "
               f"{args.episodes} episodes per task on seeds 1000+. Training minutes are on the machine below "
               f"and are in the precision each run chose (`precision` in the JSON).\n")
     write(args.name, {"cells": cells, "tasks": TASKS, "variants": {v: VARIANTS[v] for v in VARIANTS},
