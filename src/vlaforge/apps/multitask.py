@@ -80,7 +80,8 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
 
 def multitask_result_name(args, bench: str) -> str:
     """The results file name: ``--name`` or ``<bench>_<head>``, then ``_h<N>`` with ``--execute-steps N``."""
-    return (getattr(args, "name", "") or f"{bench}_{args.head}") + (f"_h{args.execute_steps}" if args.execute_steps else "")
+    name = getattr(args, "name", "") or f"{bench}_{args.head}"
+    return name + (f"_h{args.execute_steps}" if args.execute_steps else "")
 
 
 def multitask_task_rows(res: dict, **columns) -> list[dict]:
