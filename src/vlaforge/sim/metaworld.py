@@ -198,7 +198,7 @@ class MetaWorldEnv(gym.Env):
             reward_function_version="v2", render_mode=None, camera_name=None, camera_id=None,
             width=480, height=480)
         self._mw.max_path_length = max(self._mw.max_path_length, self.max_steps)
-        self._renderer = CameraRenderer(self._mw.model, self._mw.data, self.image_size)
+        self._renderer = CameraRenderer(self._mw.model, self._mw.data, self.image_size, CAMERAS, _ROTATE_180)
         self._policy = ENV_POLICY_MAP[self.base_task]()
         self._layouts: dict[int, Any] = {}  # seed -> metaworld Task
         self._raw_obs: np.ndarray | None = None
@@ -398,12 +398,7 @@ class MetaWorldEnv(gym.Env):
 
     def render_camera(self, camera: str) -> np.ndarray:
         """One camera's upright frame for the current state, uint8 (S, S, 3)."""
-        if camera not in CAMERAS:
-            raise ValueError(f"unknown camera {camera!r}; expected one of {', '.join(CAMERAS)}")
-        frame = self._renderer.render(camera)  # (S, S, 3) uint8
-        if camera in _ROTATE_180:
-            frame = frame[::-1, ::-1]
-        return np.ascontiguousarray(frame)
+        return self._renderer.frame(camera)
 
     def close(self):
         if getattr(self, "_renderer", None) is not None:

@@ -103,7 +103,8 @@ class RobosuiteEnv(gym.Env):
         self.image_size, self.max_steps, self.render_mode = int(image_size), int(max_steps), render_mode
 
         self._env = _make(self.task, seed=0)
-        self._renderer = CameraRenderer(self._env.sim.model._model, self._env.sim.data._data, self.image_size)
+        self._renderer = CameraRenderer(self._env.sim.model._model, self._env.sim.data._data, self.image_size,
+                                        CAMERAS)  # robosuite's cameras are upright as rendered
         self._expert = None
         self._raw: dict | None = None
         self._steps = 0
@@ -226,9 +227,7 @@ class RobosuiteEnv(gym.Env):
 
     def render_camera(self, camera: str) -> np.ndarray:
         """One camera's upright frame for the current state, uint8 (S, S, 3)."""
-        if camera not in CAMERAS:
-            raise ValueError(f"unknown camera {camera!r}; expected one of {', '.join(CAMERAS)}")
-        return np.ascontiguousarray(self._renderer.render(camera))  # (S, S, 3) uint8, upright as rendered
+        return self._renderer.frame(camera)
 
     def close(self):
         if getattr(self, "_renderer", None) is not None:
