@@ -212,7 +212,7 @@ def test_images_are_upright_and_not_mirrored(reach_all_cams, cam):
 def test_orientation_check_catches_an_unrotated_corner_camera(reach_all_cams, monkeypatch):
     # the cue above is sensitive: without the 180-degree turn the corner view is upside down
     reach_all_cams.reset(seed=0)
-    monkeypatch.setattr(mwmod, "_ROTATE_180", frozenset())
+    monkeypatch.setattr(reach_all_cams._renderer, "rotate_180", frozenset())
     (up_dr, _), (_, right_dc) = _orientation(reach_all_cams, "corner")
     assert up_dr > 5 and right_dc < -5
 
