@@ -26,11 +26,9 @@ def _trace(obs) -> np.ndarray:
     return np.concatenate([obs["observation.state"], obs["observation.environment_state"]])
 
 
-def _episode(env, actor, seed: int, max_steps: int) -> dict:
+def _row(ep, seed: int) -> dict:
     from vlaforge.evaluation.grasp import grasp_outcome
-    from vlaforge.sim.episode import run_episode
 
-    ep = run_episode(env, actor, seed=seed, max_steps=max_steps, stop_on_success=True, record=_trace)
     f = np.asarray(ep.frames)
     row = grasp_outcome(f[:, 0:3], f[:, 3], f[:, 4:7], f[:, 10:13], bool(any(ep.successes)))
     return {"seed": seed, "steps": len(f), **row}
@@ -65,7 +63,7 @@ def main() -> None:
 
     from vlaforge.evaluation.rollout import EvalConfig, Rollouts
     from vlaforge.policy import Policy
-    from vlaforge.runtime.chunking import ChunkExecutor
+    from vlaforge.sim.episode import run_episode
 
     torch.set_num_threads(2)
     policy = Policy.load(args.checkpoint)
@@ -76,17 +74,14 @@ def main() -> None:
     env = rollouts.env(args.task)
     seeds = range(args.seed, args.seed + args.episodes)
     per_actor: dict[str, list[dict]] = {"policy": [], "expert": []}
-    h = policy.config.chunk_size
     with tqdm(total=2 * args.episodes, desc="episodes", unit="ep") as bar:
         for seed in seeds:
-            executor = ChunkExecutor(policy, strategy="recycle", recompute_every=min(args.execute_steps, h))
-            try:
-                per_actor["policy"].append(_episode(env, executor, seed, args.max_steps))
-            finally:
-                executor.close()
+            ep, _, _ = rollouts.play(args.task, seed, record=_trace)
+            per_actor["policy"].append(_row(ep, seed))
             bar.update()
-            per_actor["expert"].append(_episode(env, lambda _obs: np.clip(env.expert_action(), -1.0, 1.0),
-                                                seed, args.max_steps))
+            ep = run_episode(env, lambda _obs: np.clip(env.expert_action(), -1.0, 1.0), seed=seed,
+                             max_steps=args.max_steps, stop_on_success=True, record=_trace)
+            per_actor["expert"].append(_row(ep, seed))
             bar.update()
     rollouts.close()
     summaries = {a: _summary(rows) for a, rows in per_actor.items()}

@@ -50,8 +50,8 @@ VARIANTS = {
 
 
 def main() -> None:
-    from vlaforge.apps.collect import CollectConfig, collect, parse_cameras
-    from vlaforge.apps.demo import _dataset_complete
+    from vlaforge.apps.collect import parse_cameras
+    from vlaforge.apps.multitask import recorded_dataset
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.sim.metaworld import EXPERTS
     from vlaforge.training import build_config
@@ -82,11 +82,7 @@ def main() -> None:
     root = Path(args.root)
     tag = "" if args.expert == "metaworld" else f"-{args.expert}"  # its dataset, runs and cells
     cameras = parse_cameras(args.cameras)
-    data = root / ("data" + tag + ("" if cameras == CAMERAS else "-" + "+".join(cameras)))
-    if not _dataset_complete(data, list(TASKS), 50):
-        collect(CollectConfig(out=data, tasks=list(TASKS), episodes_per_task=50, image_size=96,
-                              cameras=cameras, workers=args.workers, resume=data.exists(),
-                              expert=args.expert))
+    data = recorded_dataset(root, list(TASKS), 50, args.expert, cameras, CAMERAS, args.workers)
     cells_file = root / "cells.json"
     cells = json.loads(cells_file.read_text()) if cells_file.is_file() else {}
     for variant in variants:

@@ -30,6 +30,23 @@ def multitask_arguments(ap, root: str, preset: str, episodes: int) -> None:
     ap.add_argument("--max-steps", type=int, default=300, help="evaluation episode length cap")
 
 
+def recorded_dataset(root: Path, tasks: list[str], demos: int, expert: str = "metaworld",
+                     cameras: tuple[str, ...] = ("corner",),
+                     default_cameras: tuple[str, ...] = ("corner",), workers: int = 2) -> Path:
+    """``demos`` scripted demonstrations per task (96 px) in ``<root>/data[-<expert>][-<cameras>]`` (the
+    expert named unless it is Meta-World's own, the cameras unless they are ``default_cameras``): recorded,
+    or finished where a run stopped, or reused when complete. Returns the dataset's directory."""
+    from vlaforge.apps.collect import CollectConfig, collect
+    from vlaforge.apps.demo import _dataset_complete
+
+    data = Path(root) / "-".join(["data", *([expert] if expert != "metaworld" else []),
+                                  *(["+".join(cameras)] if tuple(cameras) != tuple(default_cameras) else [])])
+    if not _dataset_complete(data, list(tasks), demos):
+        collect(CollectConfig(out=data, tasks=list(tasks), episodes_per_task=demos, image_size=96,
+                              cameras=tuple(cameras), workers=workers, resume=data.exists(), expert=expert))
+    return data
+
+
 def multitask_run(args, tasks: list[str], name: str) -> dict:
     """The multi-task benchmarks' pipeline, as ``multitask_arguments`` say: record ``--demos`` scripted
     demonstrations per task (96 px, ``--cameras``, ``--expert``) into ``<root>/data[-<expert>][-<cameras>]``,
@@ -39,23 +56,17 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
     result records: the evaluation's ``tasks`` and ``overall``, the run's figures, its training config."""
     import time
 
-    from vlaforge.apps.collect import CollectConfig, collect, parse_cameras
-    from vlaforge.apps.demo import _dataset_complete
+    from vlaforge.apps.collect import parse_cameras
     from vlaforge.evaluation.rollout import EvalConfig, evaluate
     from vlaforge.policy import Policy
     from vlaforge.training import build_config
     from vlaforge.training.trainer import FINAL, train_or_resume
 
     root, cameras = Path(args.root), parse_cameras(args.cameras)
-    data = root / "-".join(["data", *([args.expert] if args.expert != "metaworld" else []),
-                            *(["+".join(cameras)] if cameras != ("corner",) else [])])
     run = root / f"train-{name}"
     out = root / (f"eval-{name}" + (f"-h{args.execute_steps}" if args.execute_steps else ""))
     t0 = time.perf_counter()
-    if not _dataset_complete(data, tasks, args.demos):
-        collect(CollectConfig(out=data, tasks=list(tasks), episodes_per_task=args.demos, image_size=96,
-                              cameras=cameras, workers=args.workers, resume=data.exists(),
-                              expert=args.expert))
+    data = recorded_dataset(root, tasks, args.demos, args.expert, cameras, workers=args.workers)
     t_collect = time.perf_counter() - t0
     t0 = time.perf_counter()
     train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}",

@@ -97,26 +97,32 @@ class Rollouts:
                 max_steps=cfg.max_steps, instruction=cfg.instructions.get(task))
         return self.envs[task]
 
-    def episode(self, item: tuple[str, int, bool]) -> EpisodeResult:
-        """One episode: the chunk executor played by the episode loop (``vlaforge.sim.episode``)."""
+    def play(self, task: str, seed: int, record: Any = None) -> tuple[Any, list[float], int]:
+        """The policy through the chunk executor for one episode of ``task`` at ``seed``
+        (``vlaforge.sim.episode.run_episode``; ``record``: an observation key or a function of the
+        observation, as there). Returns the episode, the chunk latencies in ms and the policy calls."""
         from vlaforge.runtime.chunking import ChunkExecutor
         from vlaforge.sim.episode import run_episode
-        from vlaforge.types import image_key
 
-        task, seed, record = item
         cfg, policy = self.cfg, self.policy
         h = policy.config.chunk_size
         k = cfg.execute_steps or max(1, h // 2)
         executor = ChunkExecutor(policy, strategy=cfg.strategy, recompute_every=min(k, h))
-        env = self.env(task)
-        first_cam = image_key(env.cameras[0])
         try:
-            ep = run_episode(env, executor, seed=seed, max_steps=cfg.max_steps,
-                             stop_on_success=cfg.stop_on_success, record=first_cam if record else None)
-            latencies = [t * 1000 for t in executor.pop_inference_times()]
-            calls = executor.policy_calls
+            ep = run_episode(self.env(task), executor, seed=seed, max_steps=cfg.max_steps,
+                             stop_on_success=cfg.stop_on_success, record=record)
+            return ep, [t * 1000 for t in executor.pop_inference_times()], executor.policy_calls
         finally:
             executor.close()
+
+    def episode(self, item: tuple[str, int, bool]) -> EpisodeResult:
+        """One episode (``play``), scored; with ``record`` its first camera becomes a video under ``out``."""
+        from vlaforge.types import image_key
+
+        task, seed, record = item
+        cfg = self.cfg
+        first_cam = image_key(self.env(task).cameras[0])
+        ep, latencies, calls = self.play(task, seed, record=first_cam if record else None)
         result = episode_from_trace(task, seed, ep.actions, ep.successes, chunk_latency_ms=latencies,
                                     policy_calls=calls, control_s=ep.wall_s)
         if record and cfg.out:
