@@ -19,13 +19,15 @@ from vlaforge.data import DatasetReader
 def test_multitask_run_collects_trains_evaluates_and_reuses(tmp_path):
     ap = argparse.ArgumentParser()
     multitask_arguments(ap, root=str(tmp_path), preset="debug", episodes=1)
+    # no --cameras: the dataset records the cameras the policy reads (policy.cameras below)
     args = ap.parse_args(["--demos", "1", "--workers", "1", "--expert", "centred",
-                          "--cameras", "corner,corner4", "--execute-steps", "2", "--max-steps", "12",
+                          "--execute-steps", "2", "--max-steps", "12",
                           "--set", "steps=2", "--set", "policy.image_size=96",
                           "--set", "policy.cameras=corner,corner4"])
     res = multitask_run(args, ["reach-v3"], "toy")
     data = tmp_path / "data-centred-corner+corner4"
-    assert res["dataset"] == str(data) and DatasetReader(data).num_episodes == 1
+    assert res["dataset"] == str(data) and res["dataset_cameras"] == ["corner", "corner4"]
+    assert DatasetReader(data).num_episodes == 1
     assert DatasetReader(data).episodes[0].extras["expert"] == "centred"
     assert (tmp_path / "train-toy" / "checkpoint" / "config.json").is_file()
     assert (tmp_path / "eval-toy-h2").is_dir()

@@ -24,7 +24,9 @@ def multitask_arguments(ap, root: str, preset: str, episodes: int) -> None:
                     help="chunk execution in evaluation (recycle: open loop over half the chunk)")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
     ap.add_argument("--expert", default="metaworld", help="the demonstrations' expert (metaworld, centred)")
-    ap.add_argument("--cameras", default="corner", help="cameras recorded in the dataset (comma list)")
+    ap.add_argument("--cameras", default=None,
+                    help="cameras recorded in the dataset (comma list; default: those the policy reads, the "
+                         "preset's or --set policy.cameras)")
     ap.add_argument("--execute-steps", type=int, default=None,
                     help="actions executed per chunk in evaluation (default: half the chunk)")
     ap.add_argument("--max-steps", type=int, default=300, help="evaluation episode length cap")
@@ -49,11 +51,12 @@ def recorded_dataset(root: Path, tasks: list[str], demos: int, expert: str = "me
 
 def multitask_run(args, tasks: list[str], name: str) -> dict:
     """The multi-task benchmarks' pipeline, as ``multitask_arguments`` say: record ``--demos`` scripted
-    demonstrations per task (96 px, ``--cameras``, ``--expert``) into ``<root>/data[-<expert>][-<cameras>]``,
-    train ``--preset`` with ``--head`` and the ``--set`` overrides into ``<root>/train-<name>``, evaluate its
-    final policy on ``--episodes`` unseen seeds per task (1000+) into ``<root>/eval-<name>[-h<N>]``.
-    Finished datasets and trainings are reused, so a killed run goes on where it stopped. Returns what a
-    result records: the evaluation's ``tasks`` and ``overall``, the run's figures, its training config."""
+    demonstrations per task (96 px, ``--cameras`` or else the cameras the policy reads, ``--expert``) into
+    ``<root>/data[-<expert>][-<cameras>]``, train ``--preset`` with ``--head`` and the ``--set`` overrides
+    into ``<root>/train-<name>``, evaluate its final policy on ``--episodes`` unseen seeds per task (1000+)
+    into ``<root>/eval-<name>[-h<N>]``. Finished datasets and trainings are reused, so a killed run goes on
+    where it stopped. Returns what a result records: the evaluation's ``tasks`` and ``overall``, the run's
+    figures, its training config."""
     import time
 
     from vlaforge.apps.collect import parse_cameras
@@ -62,7 +65,9 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
     from vlaforge.training import build_config
     from vlaforge.training.trainer import FINAL, train_or_resume
 
-    root, cameras = Path(args.root), parse_cameras(args.cameras)
+    root = Path(args.root)
+    cameras = (parse_cameras(args.cameras) if args.cameras
+               else build_config(args.preset, list(args.set)).policy.cameras)
     run = root / f"train-{name}"
     out = root / (f"eval-{name}" + (f"-h{args.execute_steps}" if args.execute_steps else ""))
     t0 = time.perf_counter()
