@@ -56,6 +56,7 @@ from vlaforge.sim.instructions import (  # noqa: E402,F401  (re-exported)
 from vlaforge.sim.mujoco_frames import (  # noqa: E402
     TEXT_CHARSET,
     CameraRenderer,
+    RendersCameras,
     check_seed,
     check_settings,
     get_state,
@@ -160,7 +161,7 @@ def _copy(v: Any) -> Any:
     return v.copy() if isinstance(v, np.ndarray) else v
 
 
-class MetaWorldEnv(gym.Env):
+class MetaWorldEnv(RendersCameras, gym.Env):
     """One Meta-World v3 task (or derived task) with DESIGN frame-dict observations.
 
     ``cameras`` may be empty (state only, no renderer). ``instruction`` replaces the canonical
@@ -390,20 +391,8 @@ class MetaWorldEnv(gym.Env):
         self._raw_obs = snapshot.raw_obs.copy()
         self._steps = snapshot.steps
 
-    def render(self) -> np.ndarray | None:
-        """The first camera's upright frame, uint8 (S, S, 3) (``corner`` when none is configured)."""
-        if self.render_mode is None:
-            return None
-        return self.render_camera(self.cameras[0] if self.cameras else "corner")
-
-    def render_camera(self, camera: str) -> np.ndarray:
-        """One camera's upright frame for the current state, uint8 (S, S, 3)."""
-        return self._renderer.frame(camera)
-
     def close(self):
-        if getattr(self, "_renderer", None) is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._close_renderer()
         if getattr(self, "_mw", None) is not None:
             self._mw.close()
             self._mw = None

@@ -91,6 +91,29 @@ class CameraRenderer:
             self._renderer = None
 
 
+class RendersCameras:
+    """``render`` / ``render_camera`` of an environment that keeps a :class:`CameraRenderer` in
+    ``_renderer``, its camera names in ``cameras`` and gymnasium's ``render_mode``; ``default_camera`` is what
+    ``render`` shows when no camera is configured. Put it before ``gym.Env`` among the bases."""
+
+    default_camera = "corner"
+
+    def render(self) -> np.ndarray | None:
+        """The first camera's upright frame, uint8 (S, S, 3) (``default_camera`` when none is configured)."""
+        if self.render_mode is None:
+            return None
+        return self.render_camera(self.cameras[0] if self.cameras else self.default_camera)
+
+    def render_camera(self, camera: str) -> np.ndarray:
+        """One camera's upright frame for the current state, uint8 (S, S, 3)."""
+        return self._renderer.frame(camera)
+
+    def _close_renderer(self) -> None:
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
 def get_state(model: Any, data: Any) -> np.ndarray:
     """MuJoCo's integration state (``mjSTATE_INTEGRATION``: time, positions, velocities, controls, the
     solver's warm start, ...): everything the next step depends on."""

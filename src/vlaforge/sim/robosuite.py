@@ -46,6 +46,7 @@ from gymnasium import spaces  # noqa: E402
 from vlaforge.sim.mujoco_frames import (  # noqa: E402
     TEXT_CHARSET,
     CameraRenderer,
+    RendersCameras,
     check_seed,
     check_settings,
     get_state,
@@ -81,10 +82,12 @@ class RobosuiteSnapshot:
     controllers: list  # per controller part and gripper: its numeric attributes (goal pose, finger command)
 
 
-class RobosuiteEnv(gym.Env):
+class RobosuiteEnv(RendersCameras, gym.Env):
     """One robosuite task with DESIGN frame-dict observations; ``cameras`` may be empty (state only).
     ``terminated`` is always False (read ``info["is_success"]``); episodes are truncated after ``max_steps``
     (default: the task's). ``reset()`` without a seed draws one from the env's generator."""
+
+    default_camera = "agentview"
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_HZ)}
 
@@ -220,19 +223,8 @@ class RobosuiteEnv(gym.Env):
         self._steps = snapshot.steps
         self._expert = copy.deepcopy(snapshot.expert)
 
-    def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            return None
-        return self.render_camera(self.cameras[0] if self.cameras else "agentview")
-
-    def render_camera(self, camera: str) -> np.ndarray:
-        """One camera's upright frame for the current state, uint8 (S, S, 3)."""
-        return self._renderer.frame(camera)
-
     def close(self):
-        if getattr(self, "_renderer", None) is not None:
-            self._renderer.close()
-            self._renderer = None
+        self._close_renderer()
         if getattr(self, "_env", None) is not None:
             self._env.close()
             self._env = None
