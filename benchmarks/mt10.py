@@ -14,11 +14,10 @@ than the policy reads); each camera set other than ``corner`` gets a directory o
 (``vlaforge.apps.multitask.multitask_run``).
 
 Goal (issue 18): mean success >= 85%, every task >= 50%, <= 90 minutes of training on the 2-core CPU.
-Published image-based
-results on the same ten tasks, for reference: Diffusion Policy 67.1% and 3D Diffusion Policy 75.5%
-(single-task policies, 10 demonstrations each, best-of-5 evaluations; DP3 paper, Table XVIII); SmolVLA
-(0.45 B) 57.3% on all of MT50 with one policy. Writes benchmarks/results/mt10_<head>.json and .md (``--name``
-for variants; ``_h<N>`` added with ``--execute-steps N``).
+Published image-based results on the same ten tasks, for reference: Diffusion Policy 67.1% and 3D Diffusion
+Policy 75.5% (single-task policies, 10 demonstrations each, best-of-5 evaluations; DP3 paper, Table
+XVIII); SmolVLA (0.45 B) 57.3% on all of MT50 with one policy. Writes benchmarks/results/mt10_<head>.json
+and .md (``--name`` for variants; ``_h<N>`` added with ``--execute-steps N``).
 """
 
 from __future__ import annotations
