@@ -48,6 +48,32 @@ def test_teleoperation_records_an_episode_the_dataset_reads(console, tmp_path):
     assert json.loads([m for m in sent if isinstance(m, str)][-1])["role"] == "control"
 
 
+def test_an_episode_that_ends_while_recording_waits_for_save(tmp_path):
+    """The step limit reached while recording: the robot stops (no simulator step past the episode's end,
+    which once killed the console's tick thread), the recording keeps every step, and the next layout loads
+    once it is saved."""
+    from vlaforge.data import DatasetReader
+
+    c = Console(ConsoleConfig(task=TASK, record=str(tmp_path / "teleop"), image_size=48, max_steps=5))
+    try:
+        me = c.connect(lambda m: None)
+        c.tick()
+        assert c.handle(me, msg("record", action="start")) is None
+        outs = []
+        for _ in range(6):
+            assert c.handle(me, msg("command", axes=[1.0, 0.0, 0.0, 0.0])) is None
+            outs.append(c.tick())
+        assert [o["status"] for o in outs[-3:]] == ["OK", "END", "END"] and outs[-1]["step"] == 5
+        assert c.recorder.buffered_frames == 4 and c.seed == 0  # steps 2-5 (step 1 was before start)
+        assert c.handle(me, msg("record", action="save")) is None
+        out = c.tick()
+        assert c.seed == 1 and out["step"] == 1 and out["status"] == "OK"
+        assert c.tally.episodes[-1] == {"seed": 0, "success": False, "steps": 5, "mode": "teleop"}
+    finally:
+        c.close()
+    assert DatasetReader(tmp_path / "teleop").num_frames == 4
+
+
 def test_a_second_page_views_until_it_takes_control(console):
     first, second = console.connect(lambda m: None), console.connect(lambda m: None)
     reply = console.handle(second, msg("command", axes=[1, 0, 0, 0]))
@@ -120,7 +146,10 @@ def test_the_page_in_a_real_browser(tmp_path):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1100,800"):
         opts.add_argument(arg)
-    console = Console(ConsoleConfig(task=TASK, record=str(tmp_path / "teleop"), image_size=64))
+    # the episode lasts 2 min of 20 Hz ticks: with 400 steps (20 s) a slow chromium start on a loaded CI
+    # machine once left the recording only the episode's last 6 steps
+    console = Console(ConsoleConfig(task=TASK, record=str(tmp_path / "teleop"), image_size=64,
+                                    max_steps=2400))
     with ConsoleServer(console).run_in_thread() as running:
         driver = webdriver.Chrome(options=opts, service=Service(DRIVER))
         try:
@@ -134,10 +163,14 @@ def test_the_page_in_a_real_browser(tmp_path):
             wait.until(lambda d: d.find_element(By.ID, "recording").text == "yes")
             body = driver.find_element(By.TAG_NAME, "body")
             x0 = float(console.obs["observation.state"][0])
-            deadline = time.monotonic() + 20  # a person holds the right arrow key until the hand has moved
-            while time.monotonic() < deadline and console.obs["observation.state"][0] - x0 < 0.05:
+            # a person holds the right arrow key until the hand has moved 5 cm
+            start, steps0 = time.monotonic(), console.step_count
+            while time.monotonic() < start + 60 and console.obs["observation.state"][0] - x0 < 0.05:
                 webdriver.ActionChains(driver).key_down(Keys.ARROW_RIGHT, body).pause(0.1).perform()
             webdriver.ActionChains(driver).key_up(Keys.ARROW_RIGHT, body).perform()
+            moved = console.obs["observation.state"][0] - x0
+            assert moved >= 0.05, (f"the hand moved {moved:.3f} m in {time.monotonic() - start:.0f} s and "
+                                   f"{console.step_count - steps0} ticks; expected >= 0.05 m")
             wait.until(lambda d: d.find_element(By.ID, "state").text != before)
             x_before = float(before.split()[0])
             x_after = float(driver.find_element(By.ID, "state").text.split()[0])

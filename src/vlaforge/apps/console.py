@@ -18,8 +18,9 @@ What one control tick does (``Console.tick``), in order:
    a take-over, every ``chunk_size`` of their actions becomes a correction for the ``OnlineAdapter``, which
    adapts between episodes; ``resume`` hands control back to the policy.
 4. ``env.step``; the frame and the action go to the recorder when recording (``record`` /
-   ``save`` / ``discard``, atomic like ``vlaforge collect``); the episode ends on the task's success or
-   ``max_steps`` (then the next seed is loaded).
+   ``save`` / ``discard``, atomic like ``vlaforge collect``); the episode ends after ``max_steps`` (then the
+   next seed is loaded). An episode that ends while recording stops the robot (status ``END``: no more
+   simulator steps) until the person saves or discards the recording; the next seed loads after that.
 
 Everything that touches the simulator runs on the thread that ticks (its renderer's EGL context is that
 thread's): a page's ``next_episode`` takes effect at the next tick.
@@ -142,6 +143,7 @@ class Console:
         self._thread: threading.Thread | None = None
         self.obs: dict[str, Any] = {}
         self._next_episode = False
+        self.episode_over = False
         self._started = False  # the first reset renders: it happens on the thread that ticks (EGL contexts
         # belong to the thread that made them)
 
@@ -317,6 +319,7 @@ class Console:
             self.obs, _ = self.env.reset(seed=seed)
             self.safety.reset(clear_estop=False)
             self.step_count, self.success, self.chunk = 0, False, None
+            self.episode_over = False  # set when the episode ends while recording (it waits for save/discard)
             if self.recorder is not None and self.recording:
                 self.recorder.discard_episode()  # a new layout: what was recorded belongs to the old one
             self.recording = False
@@ -340,6 +343,13 @@ class Console:
             if self._next_episode:
                 self._next_episode = False
                 self._end_episode(self.success)
+            if self.episode_over:
+                if not self.recording:  # saved or discarded: the next layout
+                    self._end_episode(self.success)
+                else:  # the simulator's episode is over: nothing to step until the recording is kept or not
+                    self.status = "END"
+                    return {"status": self.status, "action": [0.0] * self.dim, "mode": self.mode,
+                            "source": "hold", "step": self.step_count, "success": self.success}
             t0 = time.perf_counter()
             obs = dict(self.obs)
             obs[TASK] = self.instruction
@@ -375,7 +385,9 @@ class Console:
             done = terminated or truncated
             out = {"status": self.status, "action": np.asarray(action).tolist(), "mode": self.mode,
                    "source": source, "step": self.step_count, "success": self.success}
-            if done and not self.recording:
+            if done and self.recording:
+                self.episode_over = True
+            elif done:
                 self._end_episode(self.success)
         return out
 
@@ -457,7 +469,12 @@ class Console:
         period = 1.0 / self.cfg.control_hz
         nxt = time.monotonic()
         while not self._stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception as e:  # the loop ends: the pages must not keep showing a live robot
+                self._estop(f"the control tick failed: {e!r}"[:200])
+                self.publish()
+                raise
             self.publish()
             self.publish_frame()
             nxt += period
