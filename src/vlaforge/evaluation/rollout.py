@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -100,20 +101,28 @@ class Rollouts:
     def play(self, task: str, seed: int, record: Any = None) -> tuple[Any, list[float], int]:
         """The policy through the chunk executor for one episode of ``task`` at ``seed``
         (``vlaforge.sim.episode.run_episode``; ``record``: an observation key or a function of the
-        observation, as there). Returns the episode, the chunk latencies in ms and the policy calls."""
+        observation, as there). Returns the episode, the chunk latencies in ms and the policy calls.
+
+        A generative head's sampling noise comes from torch's generator seeded by (task, seed) for the
+        episode (the caller's generator state is put back), so an episode plays the same whichever worker
+        runs it and whatever ran before: a re-run of an evaluation gives the same figures."""
+        import torch
+
         from vlaforge.runtime.chunking import ChunkExecutor
         from vlaforge.sim.episode import run_episode
 
         cfg, policy = self.cfg, self.policy
         h = policy.config.chunk_size
         k = cfg.execute_steps or max(1, h // 2)
-        executor = ChunkExecutor(policy, strategy=cfg.strategy, recompute_every=min(k, h))
-        try:
-            ep = run_episode(self.env(task), executor, seed=seed, max_steps=cfg.max_steps,
-                             stop_on_success=cfg.stop_on_success, record=record)
-            return ep, [t * 1000 for t in executor.pop_inference_times()], executor.policy_calls
-        finally:
-            executor.close()
+        with torch.random.fork_rng():  # CPU and, where there is one, the CUDA generator
+            torch.manual_seed(zlib.crc32(f"{task}/{seed}".encode()))
+            executor = ChunkExecutor(policy, strategy=cfg.strategy, recompute_every=min(k, h))
+            try:
+                ep = run_episode(self.env(task), executor, seed=seed, max_steps=cfg.max_steps,
+                                 stop_on_success=cfg.stop_on_success, record=record)
+                return ep, [t * 1000 for t in executor.pop_inference_times()], executor.policy_calls
+            finally:
+                executor.close()
 
     def episode(self, item: tuple[str, int, bool]) -> EpisodeResult:
         """One episode (``play``), scored; with ``record`` its first camera becomes a video under ``out``."""
