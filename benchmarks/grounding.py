@@ -13,7 +13,9 @@ open/close.
 
 ``--expert centred`` records reach-goal-v3 with the expert that aims the gripper centre, not the hand, at the
 goal (``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``; Meta-World's own expert leaves the gripper centre
-0.45 cm inside the 5 cm success radius), into a dataset of its own (``data-centred``).
+0.45 cm inside the 5 cm success radius), into a dataset of its own (``data-centred``). Other cameras or image
+sizes (``--set policy.cameras=corner,corner4 --set policy.image_size=96``) get directories of their own
+(``data-centred-corner+corner4-96px``, ``train-...``, ``eval-...``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,12 @@ def main() -> None:
     from vlaforge.training.trainer import train_or_resume
 
     root = Path(args.root)
-    suffix = "" if args.expert == "metaworld" else f"-{args.expert}"
+    # what shapes the data names the directories: the expert, the cameras and the image size where they
+    # are not the defaults (Meta-World's expert, the corner camera, 64 px)
+    policy = build_config(args.preset, list(args.set)).policy
+    suffix = "".join([f"-{args.expert}" if args.expert != "metaworld" else "",
+                      f"-{'+'.join(policy.cameras)}" if tuple(policy.cameras) != ("corner",) else "",
+                      f"-{policy.image_size}px" if policy.image_size != 64 else ""])
     data, run = root / f"data{suffix}", root / f"train{suffix}"
     tasks = [t for p in PAIRS for t in p]
     config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
