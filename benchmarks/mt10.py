@@ -1,16 +1,16 @@
 """The MT10 benchmark: one multi-task policy for the ten MT10 tasks, 50 scripted demonstrations per task,
-96x96 corner camera + 4-D state + instruction, evaluated with 20 episodes per task on unseen seeds
-(1000-1019).
+three 96x96 cameras (the ``mt10`` preset: corner, corner4, gripperPOV) + 4-D state + instruction, evaluated
+with 20 episodes per task on unseen seeds (1000-1019).
 
     .venv/bin/python benchmarks/mt10.py --head flow [--root runs/mt10] [--set steps=12000 ...]
-        [--expert centred] [--cameras corner,corner4] [--execute-steps 4]
+        [--expert centred] [--cameras corner,corner4,gripperPOV] [--execute-steps 4]
 
 ``--expert centred`` records reach-v3 with the expert that aims the gripper centre at the goal
 (``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``; issue 18). The dataset records the cameras the policy reads
-(the preset's, or ``--set policy.cameras=corner,gripperPOV``), or those ``--cameras`` names (e.g. more
-than the policy reads); each camera set other than ``corner`` gets a directory of its own under ``--root``
-(``data-centred-corner+corner4``). ``--execute-steps`` plays that many actions per chunk in evaluation
-(default: half the chunk). Finished datasets and trainings are reused
+(the preset's, or ``--set policy.cameras=corner``), or those ``--cameras`` names (e.g. more than the policy
+reads); each camera set other than ``corner`` gets a directory of its own under ``--root``
+(``data-centred-corner+corner4+gripperPOV``). ``--execute-steps`` plays that many actions per chunk in
+evaluation (default: half the chunk). Finished datasets and trainings are reused
 (``vlaforge.apps.multitask.multitask_run``).
 
 Goal (issue 18): mean success >= 85%, every task >= 50%, <= 90 minutes of training on the 2-core CPU.
