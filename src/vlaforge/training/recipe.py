@@ -8,7 +8,7 @@ Presets (``get_preset(name)``, a typo gets a did-you-mean):
   ``align`` (vision, language and state encoders frozen; fusion, projections, tokens and heads at 1e-3),
   ``cofinetune`` (everything at 2e-5), ``specialize`` (heads only at 1e-5).
 - ``demo``: what ``make demo`` trains, sized for under 10 minutes on a 2-core CPU without native bf16.
-- ``mt10``: the MT10 benchmark, sized for about 60 minutes on a 2-core CPU with native bf16.
+- ``mt10``: the MT10 benchmark (three cameras), about 82 minutes on a 2-core Intel Xeon with AMX (bf16).
 - ``debug``: the ``tiny`` policy, a few steps in two stages, checkpoints and validation every few steps.
 
 Fresh parameters. With ``--init``, tensors are loaded by name and shape; what the checkpoint cannot provide (a
