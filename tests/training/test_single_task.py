@@ -16,14 +16,18 @@ TASKS = ("drawer-open-v3", "button-press-topdown-v3", "reach-v3")
 
 @pytest.fixture(scope="module")
 def single_task_data(tmp_path_factory) -> dict[str, Path]:
-    """Two scripted demonstrations of each task, one dataset per task (64 px, the policy's smallest size)."""
+    """Two scripted demonstrations of each task, one dataset per task (64 px, the policy's smallest size),
+    with every camera some preset reads (``mt10``: corner, corner4, gripperPOV)."""
     from vlaforge.apps.collect import CollectConfig, collect
+    from vlaforge.training import build_config
 
+    cameras = tuple(dict.fromkeys(c for p in preset_names() for c in build_config(p).policy.cameras))
     root = tmp_path_factory.mktemp("single")
     out = {}
     for task in TASKS:
         collect(CollectConfig(out=root / task, tasks=[task], episodes_per_task=2, image_size=64, max_steps=80,
-                              post_success_steps=0, max_tries_factor=20, keep_failed=True, progress=False))
+                              post_success_steps=0, max_tries_factor=20, keep_failed=True, progress=False,
+                              cameras=cameras))
         out[task] = root / task
     return out
 
