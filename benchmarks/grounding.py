@@ -64,8 +64,7 @@ def main() -> None:
     ap.add_argument("--name", default="grounding", help="results file name under benchmarks/results/")
     args = ap.parse_args()
 
-    from vlaforge.apps.collect import CollectConfig, collect
-    from vlaforge.apps.demo import _dataset_complete
+    from vlaforge.apps.multitask import data_suffix, recorded_dataset
     from vlaforge.training import build_config
     from vlaforge.training.trainer import train_or_resume
 
@@ -73,16 +72,12 @@ def main() -> None:
     # what shapes the data names the directories: the expert, the cameras and the image size where they
     # are not the defaults (Meta-World's expert, the corner camera, 64 px)
     policy = build_config(args.preset, list(args.set)).policy
-    suffix = "".join([f"-{args.expert}" if args.expert != "metaworld" else "",
-                      f"-{'+'.join(policy.cameras)}" if tuple(policy.cameras) != ("corner",) else "",
-                      f"-{policy.image_size}px" if policy.image_size != 64 else ""])
-    data, run = root / f"data{suffix}", root / f"train{suffix}"
+    suffix = data_suffix(args.expert, policy.cameras, policy.image_size, default_size=64)
     tasks = [t for p in PAIRS for t in p]
+    data = recorded_dataset(root, tasks, 50, args.expert, policy.cameras, workers=args.workers,
+                            image_size=policy.image_size, default_size=64)
+    run = root / f"train{suffix}"
     config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
-    if not _dataset_complete(data, tasks, 50):
-        collect(CollectConfig(out=data, tasks=tasks, episodes_per_task=50,
-                              image_size=config.policy.image_size, cameras=config.policy.cameras,
-                              workers=args.workers, resume=data.exists(), expert=args.expert))
     # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
     # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
     train_or_resume(config)

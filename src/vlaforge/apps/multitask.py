@@ -32,19 +32,27 @@ def multitask_arguments(ap, root: str, preset: str, episodes: int) -> None:
     ap.add_argument("--max-steps", type=int, default=300, help="evaluation episode length cap")
 
 
+def data_suffix(expert: str = "metaworld", cameras: tuple[str, ...] = ("corner",), image_size: int = 96,
+                default_cameras: tuple[str, ...] = ("corner",), default_size: int = 96) -> str:
+    """``[-<expert>][-<cameras>][-<size>px]``: what shapes recorded data, each part named unless it is the
+    default (Meta-World's own expert, ``default_cameras``, ``default_size``)."""
+    return "".join([f"-{expert}" if expert != "metaworld" else "",
+                    f"-{'+'.join(cameras)}" if tuple(cameras) != tuple(default_cameras) else "",
+                    f"-{image_size}px" if image_size != default_size else ""])
+
+
 def recorded_dataset(root: Path, tasks: list[str], demos: int, expert: str = "metaworld",
                      cameras: tuple[str, ...] = ("corner",),
-                     default_cameras: tuple[str, ...] = ("corner",), workers: int = 2) -> Path:
-    """``demos`` scripted demonstrations per task (96 px) in ``<root>/data[-<expert>][-<cameras>]`` (the
-    expert named unless it is Meta-World's own, the cameras unless they are ``default_cameras``): recorded,
-    or finished where a run stopped, or reused when complete. Returns the dataset's directory."""
+                     default_cameras: tuple[str, ...] = ("corner",), workers: int = 2,
+                     image_size: int = 96, default_size: int = 96) -> Path:
+    """``demos`` scripted demonstrations per task in ``<root>/data<data_suffix(...)>``: recorded, or finished
+    where a run stopped, or reused when complete. Returns the dataset's directory."""
     from vlaforge.apps.collect import CollectConfig, collect
     from vlaforge.apps.demo import _dataset_complete
 
-    data = Path(root) / "-".join(["data", *([expert] if expert != "metaworld" else []),
-                                  *(["+".join(cameras)] if tuple(cameras) != tuple(default_cameras) else [])])
+    data = Path(root) / ("data" + data_suffix(expert, cameras, image_size, default_cameras, default_size))
     if not _dataset_complete(data, list(tasks), demos):
-        collect(CollectConfig(out=data, tasks=list(tasks), episodes_per_task=demos, image_size=96,
+        collect(CollectConfig(out=data, tasks=list(tasks), episodes_per_task=demos, image_size=image_size,
                               cameras=tuple(cameras), workers=workers, resume=data.exists(), expert=expert))
     return data
 
