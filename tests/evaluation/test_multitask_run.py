@@ -45,3 +45,32 @@ def test_multitask_run_collects_trains_evaluates_and_reuses(tmp_path):
     again = multitask_run(args, ["reach-v3"], "toy")
     assert again["collect_minutes"] == 0.0 and DatasetReader(data).num_episodes == 1
     assert again["train_config"] == res["train_config"]
+
+
+def test_multitask_run_adds_already_done_demonstrations_to_the_dataset_only(tmp_path):
+    """``--done-demos``: the already-done tasks on the evaluated tasks' scenes are recorded into the same
+    dataset (holding still under the other task's instruction) and trained on; only ``tasks``
+    are evaluated."""
+    import numpy as np
+
+    from vlaforge.sim.instructions import instruction
+    from vlaforge.sim.metaworld import HOLD_STEPS
+
+    ap = argparse.ArgumentParser()
+    multitask_arguments(ap, root=str(tmp_path), preset="debug", episodes=1, done_demos=1)
+    args = ap.parse_args(["--demos", "1", "--workers", "1", "--execute-steps", "2", "--max-steps", "12",
+                          "--set", "steps=2", "--set", "policy.image_size=96",
+                          "--set", "policy.aux_env_weight=1.0", "--set", "policy.aux_env_per_task=true"])
+    res = multitask_run(args, ["window-open-v3"], "toy")
+    assert res["done_tasks"] == ["window-close-done-v3"] and res["done_demos"] == 1
+    assert set(res["tasks"]) == {"window-open-v3"}
+    reader = DatasetReader(tmp_path / "data")
+    eps = {ep.task_name: ep for ep in reader.episodes}
+    assert set(eps) == {"window-open-v3", "window-close-done-v3"}
+    done = eps["window-close-done-v3"]
+    assert reader.task_of(done) == instruction("window-close-v3") != reader.task_of(eps["window-open-v3"])
+    assert done.length == HOLD_STEPS + 10  # held until success, then the post-success steps
+    actions = reader.columns(["action"])["action"]
+    assert np.all(actions[done.start:done.start + done.length] == 0.0)  # the hold expert: zero action
+    shown = eps["window-open-v3"]
+    assert np.abs(actions[shown.start:shown.start + shown.length]).max() > 0.5

@@ -540,3 +540,26 @@ def test_the_first_frame_shows_the_reset_layout():
         np.testing.assert_array_equal(first_image, env.render_camera("corner"))
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("task", sorted(mwmod.DONE_TASKS))
+def test_already_done_tasks_hold_still_under_the_other_tasks_instruction(task):
+    scene, told = mwmod.DONE_TASKS[task]
+    env = MetaWorldEnv(task, cameras=(), max_steps=200)
+    try:
+        obs, _ = env.reset(seed=1)
+        assert env.base_task == scene and obs["task"] == instruction(told) != instruction(scene)
+        start = env.raw_obs[4:7]
+        held = [env.step(env.expert_action())[4]["is_success"] for _ in range(mwmod.HOLD_STEPS)]
+        assert held == [False] * (mwmod.HOLD_STEPS - 1) + [True]  # success once held HOLD_STEPS steps
+        assert np.abs(env.raw_obs[4:7] - start).max() < 0.01  # the handle stayed (a drawer settles ~4 mm)
+        # once the scene's own task is done (by its expert), holding on is no success
+        env.reset(seed=1)
+        for _ in range(200):
+            _, _, _, _, info = env.step(np.clip(env.base_expert_action(), -1, 1))
+            if info["metaworld"]["success"]:
+                break
+        assert info["metaworld"]["success"] and env.steps >= mwmod.HOLD_STEPS and not info["is_success"]
+        assert not any(env.step(np.zeros(4))[4]["is_success"] for _ in range(5))
+    finally:
+        env.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from vlaforge.benchmarking import train_minutes
 
 
-def multitask_arguments(ap, root: str, preset: str, episodes: int) -> None:
+def multitask_arguments(ap, root: str, preset: str, episodes: int, done_demos: int = 0) -> None:
     """The command-line options of the multi-task benchmarks (MT10, MT50), added to argparse parser ``ap``."""
     from vlaforge.config import head_names
 
@@ -19,6 +19,11 @@ def multitask_arguments(ap, root: str, preset: str, episodes: int) -> None:
     ap.add_argument("--preset", default=preset)
     ap.add_argument("--episodes", type=int, default=episodes, help="evaluation episodes per task")
     ap.add_argument("--demos", type=int, default=50, help="demonstrations per task")
+    ap.add_argument("--done-demos", type=int, default=done_demos,
+                    help="demonstrations of holding still when told to do what a scene already shows "
+                         "done, per already-done task on these tasks' scenes (DONE_TASKS in "
+                         "vlaforge.sim.instructions: a closed window told 'close the window'); trained on, "
+                         "not evaluated")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--strategy", default="recycle", choices=["recycle", "ensemble", "async"],
                     help="chunk execution in evaluation (recycle: open loop over half the chunk)")
@@ -57,10 +62,18 @@ def recorded_dataset(root: Path, tasks: list[str], demos: int, expert: str = "me
     return data
 
 
+def done_tasks(tasks) -> list[str]:
+    """The already-done tasks (``DONE_TASKS``) that play on the scenes of ``tasks``, in catalogue order."""
+    from vlaforge.sim.instructions import DONE_TASKS
+
+    return [name for name, (scene, _) in DONE_TASKS.items() if scene in tasks]
+
+
 def multitask_run(args, tasks: list[str], name: str) -> dict:
     """The multi-task benchmarks' pipeline, as ``multitask_arguments`` say: record ``--demos`` scripted
     demonstrations per task (96 px, ``--cameras`` or else the cameras the policy reads, ``--expert``) into
-    ``<root>/data[-<expert>][-<cameras>]``, train ``--preset`` with ``--head`` and the ``--set`` overrides
+    ``<root>/data[-<expert>][-<cameras>]`` (with ``--done-demos`` N > 0 also N of each already-done task on
+    the scenes of ``tasks``, ``done_tasks``), train ``--preset`` with ``--head`` and the ``--set`` overrides
     into ``<root>/train-<name>``, evaluate its final policy on ``--episodes`` unseen seeds per task (1000+)
     into ``<root>/eval-<name>[-h<N>]``. Finished datasets and trainings are reused, so a killed run goes on
     where it stopped. Returns what a result records: the evaluation's ``tasks`` and ``overall``, the run's
@@ -80,6 +93,9 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
     out = root / (f"eval-{name}" + (f"-h{args.execute_steps}" if args.execute_steps else ""))
     t0 = time.perf_counter()
     data = recorded_dataset(root, tasks, args.demos, args.expert, cameras, workers=args.workers)
+    done = done_tasks(tasks) if args.done_demos > 0 else []
+    if done:
+        recorded_dataset(root, done, args.done_demos, args.expert, cameras, workers=args.workers)
     t_collect = time.perf_counter() - t0
     t0 = time.perf_counter()
     train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}",
@@ -97,6 +113,7 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
             "collect_minutes": round(t_collect / 60, 1),
             "eval_minutes": round((time.perf_counter() - t0) / 60, 1),
             "episodes": args.episodes, "demos": args.demos, "strategy": args.strategy,
+            "done_tasks": done, "done_demos": args.done_demos if done else 0,
             "max_steps": args.max_steps,
             "execute_steps": args.execute_steps, "expert": args.expert, "dataset": str(data),
             "dataset_cameras": list(cameras), "train_config": json.loads((run / "config.json").read_text())}

@@ -40,6 +40,19 @@ DERIVED_TASKS: dict[str, str] = {
     "reach-goal-v3": "reach-v3",
     "reach-puck-v3": "reach-v3",
 }
+#: "Already done" tasks (issue 18): each scene of an open/close pair starts where the other task is done
+#: (window-open's window is closed, drawer-close's drawer is open). Told to do what is already done, the robot
+#: holds still: it must not do the scene's usual task. Meta-World's scripted experts do not know this: on
+#: seeds 1000-1019 window-close's expert opens window-open's window 20 times out of 20 and window-open's
+#: closes window-close's 9 times. name -> (scene, the task whose instruction it is given); its sentences are
+#: that task's.
+DONE_TASKS: dict[str, tuple[str, str]] = {
+    "drawer-close-done-v3": ("drawer-open-v3", "drawer-close-v3"),
+    "drawer-open-done-v3": ("drawer-close-v3", "drawer-open-v3"),
+    "window-close-done-v3": ("window-open-v3", "window-close-v3"),
+    "window-open-done-v3": ("window-close-v3", "window-open-v3"),
+}
+DERIVED_TASKS.update({name: scene for name, (scene, _) in DONE_TASKS.items()})
 
 #: The standard sets, as listed in ``metaworld.env_dict`` (MT10_V3, MT25_V3, ML10_V3, ML45_V3).
 TASK_SETS: dict[str, list[str]] = {
@@ -345,6 +358,7 @@ _INSTRUCTIONS: dict[str, tuple[str, ...]] = {
         "reach for the puck on the table",
     ),
 }
+_INSTRUCTIONS.update({name: _INSTRUCTIONS[told] for name, (_, told) in DONE_TASKS.items()})
 
 
 def all_tasks() -> list[str]:

@@ -43,6 +43,7 @@ from vlaforge.sim import SIMULATORS  # noqa: E402
 from vlaforge.sim import instructions as _catalogue  # noqa: E402
 from vlaforge.sim.instructions import (  # noqa: E402,F401  (re-exported)
     DERIVED_TASKS,
+    DONE_TASKS,
     ENV_STATE_NAMES,
     METAWORLD_TASKS,
     TASK_SETS,
@@ -66,7 +67,8 @@ from vlaforge.sim.mujoco_frames import (  # noqa: E402
 from vlaforge.types import EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key  # noqa: E402
 
 __all__ = [
-    "CAMERAS", "CENTRED_EXPERT_TASKS", "DERIVED_TASKS", "EMBODIMENT_NAME", "EXPERTS", "METAWORLD_TASKS",
+    "CAMERAS", "CENTRED_EXPERT_TASKS", "DERIVED_TASKS", "DONE_TASKS", "HOLD_STEPS", "EMBODIMENT_NAME",
+    "EXPERTS", "METAWORLD_TASKS",
     "PUCK_TOUCH_RADIUS", "TASK_SETS", "DerivedTask", "MetaWorldEnv", "MetaWorldSnapshot", "add_task",
     "all_tasks", "base_task", "check_experts", "derived_tasks", "instruction", "instructions",
     "register_derived_task", "resolve_tasks", "success_test",
@@ -452,6 +454,28 @@ register_derived_task(DerivedTask(
     expert=_reach_puck_expert,
     reward=lambda env, info: 10.0 * float(np.exp(-_puck_distance(env) / 0.1)),
 ))
+
+
+# --------------------------------------------------------------------------- already-done tasks
+
+#: An already-done task (DONE_TASKS) succeeds once the robot has held this many steps without doing the
+#: scene's own task; its expert holds still (zero action), so its demonstrations are HOLD_STEPS + the
+#: post-success steps long.
+HOLD_STEPS = 30
+
+
+def _hold_expert(env: MetaWorldEnv) -> np.ndarray:
+    return np.zeros(4, dtype=np.float32)
+
+
+def _held_without_doing_the_scene_task(env: MetaWorldEnv, info: dict) -> bool:
+    # doors and windows stay where they are put: the scene's task done at step HOLD_STEPS was done on the way
+    return env.steps >= HOLD_STEPS and not bool(info["success"])
+
+
+for _name, (_scene, _told) in DONE_TASKS.items():
+    register_derived_task(DerivedTask(name=_name, base=_scene, success=_held_without_doing_the_scene_task,
+                                      expert=_hold_expert))
 
 
 # --------------------------------------------------------------------------- expert check
