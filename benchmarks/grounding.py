@@ -67,7 +67,8 @@ def swapped_experts(pairs, episodes: int, max_steps: int = 300) -> dict[str, flo
     return out
 
 
-def swap_test(ckpt: str, pairs, episodes: int, workers: int, out: Path) -> list[dict]:
+def swap_test(ckpt: str, pairs, episodes: int, workers: int, out: Path,
+              execute_steps: int | None = None) -> list[dict]:
     """For each pair (a, b): success of a and b with their own instructions, and of a and b when each is given
     the other's instruction (the intended task should then fail); beside it, how often the swapped
     instruction's scripted expert does the intended task (``swapped_experts``)."""
@@ -76,10 +77,11 @@ def swap_test(ckpt: str, pairs, episodes: int, workers: int, out: Path) -> list[
 
     tasks = tuple(t for p in pairs for t in p)
     right = evaluate(EvalConfig(checkpoint=ckpt, tasks=tasks, episodes=episodes, seed=1000, workers=workers,
-                                out=str(out / "right")), print_table=False)
+                                execute_steps=execute_steps, out=str(out / "right")), print_table=False)
     swapped_instr = {a: instruction(b) for a, b in pairs} | {b: instruction(a) for a, b in pairs}
     swapped = evaluate(EvalConfig(checkpoint=ckpt, tasks=tasks, episodes=episodes, seed=1000, workers=workers,
-                                  instructions=swapped_instr, out=str(out / "swapped")), print_table=False)
+                                  execute_steps=execute_steps, instructions=swapped_instr,
+                                  out=str(out / "swapped")), print_table=False)
     experts = swapped_experts(pairs, episodes)
     rows = []
     for a, b in pairs:
@@ -102,6 +104,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
     ap.add_argument("--expert", default="metaworld", help="the demonstrations' expert (metaworld, centred)")
     ap.add_argument("--name", default="grounding", help="results file name under benchmarks/results/")
+    ap.add_argument("--execute-steps", type=int, default=None,
+                    help="actions executed per chunk in evaluation (default: half the chunk)")
     args = ap.parse_args()
 
     from vlaforge.apps.multitask import data_suffix, recorded_dataset
@@ -121,16 +125,19 @@ def main() -> None:
     # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
     # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
     train_or_resume(config)
-    evals = root / f"eval{suffix}"
-    rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, evals)
+    evals = root / (f"eval{suffix}" + (f"-h{args.execute_steps}" if args.execute_steps else ""))
+    rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, evals, args.execute_steps)
     if args.mt10_checkpoint:
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers,
-                          evals.with_name(f"{evals.name}-mt10"))
+                          evals.with_name(f"{evals.name}-mt10"), args.execute_steps)
     shown = [{k: (f"{v * 100:.0f}%" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     table = markdown_table(shown, list(shown[0]))
-    table += ("\nGoals: >= 90% with the right instruction; <= 10% for the intended task with a swapped "
-              "instruction.\n")
+    table += (f"\n{args.episodes} seeds per row (1000+), "
+              + (f"{args.execute_steps} actions" if args.execute_steps else "half of each chunk")
+              + " executed per chunk. Goals: >= 90% with the right instruction; <= 10% for the intended task "
+              "with a swapped instruction. The last column: what copying the scripted experts would do.\n")
     write(args.name, {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
+                      "execute_steps": args.execute_steps,
                       "expert": args.expert, "mt10_checkpoint": args.mt10_checkpoint or None,
                       "train_config": json.loads((run / "config.json").read_text()), "machine": machine()},
           table, command("grounding.py"))
