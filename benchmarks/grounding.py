@@ -2,9 +2,10 @@
 is asked: on Meta-World's reach-v3 scene, "touch the puck" (reach-puck-v3: hand within 5 cm of the puck) and
 "move the gripper to the goal marker" (reach-goal-v3: Meta-World's own reach success).
 
-One policy is trained on 50 demonstrations of each, then evaluated on seeds 1000-1019 with the right
-instruction and with the instructions swapped. Goals: >= 90% success with the right instruction; with a
-swapped instruction the originally intended task succeeds <= 10% of the time. The same swap test runs on a
+One policy is trained on 50 demonstrations of each (``--demos``; give another count a ``--root`` of its own),
+then evaluated on seeds 1000-1019 with the right instruction and with the instructions swapped. Goals:
+>= 90% success with the right instruction; with a swapped instruction the originally intended task succeeds
+<= 10% of the time. The same swap test runs on a
 checkpoint trained on MT10's shared-scene pairs when given (--mt10-checkpoint): drawer open/close, window
 open/close.
 
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--root", default="runs/grounding")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--demos", type=int, default=50, help="demonstrations per task (a --root of its own)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mt10-checkpoint", default="")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
@@ -118,7 +120,7 @@ def main() -> None:
     policy = build_config(args.preset, list(args.set)).policy
     suffix = data_suffix(args.expert, policy.cameras, policy.image_size, default_size=64)
     tasks = [t for p in PAIRS for t in p]
-    data = recorded_dataset(root, tasks, 50, args.expert, policy.cameras, workers=args.workers,
+    data = recorded_dataset(root, tasks, args.demos, args.expert, policy.cameras, workers=args.workers,
                             image_size=policy.image_size, default_size=64)
     run = root / f"train{suffix}"
     config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
@@ -137,7 +139,7 @@ def main() -> None:
               + " executed per chunk. Goals: >= 90% with the right instruction; <= 10% for the intended task "
               "with a swapped instruction. The last column: what copying the scripted experts would do.\n")
     write(args.name, {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
-                      "execute_steps": args.execute_steps,
+                      "execute_steps": args.execute_steps, "demos": args.demos,
                       "expert": args.expert, "mt10_checkpoint": args.mt10_checkpoint or None,
                       "train_config": json.loads((run / "config.json").read_text()), "machine": machine()},
           table, command("grounding.py"))
