@@ -57,8 +57,9 @@ def test_multitask_run_adds_already_done_demonstrations_to_the_dataset_only(tmp_
     from vlaforge.sim.metaworld import HOLD_STEPS
 
     ap = argparse.ArgumentParser()
-    multitask_arguments(ap, root=str(tmp_path), preset="debug", episodes=1, done_demos=1)
-    args = ap.parse_args(["--demos", "1", "--workers", "1", "--execute-steps", "2", "--max-steps", "12",
+    multitask_arguments(ap, root=str(tmp_path), preset="debug", episodes=1)
+    args = ap.parse_args(["--demos", "1", "--done-demos", "1", "--workers", "1", "--execute-steps", "2",
+                          "--max-steps", "12",
                           "--set", "steps=2", "--set", "policy.image_size=96",
                           "--set", "policy.aux_env_weight=1.0", "--set", "policy.aux_env_per_task=true"])
     res = multitask_run(args, ["window-open-v3"], "toy")

@@ -10,7 +10,7 @@ from pathlib import Path
 from vlaforge.benchmarking import train_minutes
 
 
-def multitask_arguments(ap, root: str, preset: str, episodes: int, done_demos: int = 0) -> None:
+def multitask_arguments(ap, root: str, preset: str, episodes: int) -> None:
     """The command-line options of the multi-task benchmarks (MT10, MT50), added to argparse parser ``ap``."""
     from vlaforge.config import head_names
 
@@ -19,7 +19,7 @@ def multitask_arguments(ap, root: str, preset: str, episodes: int, done_demos: i
     ap.add_argument("--preset", default=preset)
     ap.add_argument("--episodes", type=int, default=episodes, help="evaluation episodes per task")
     ap.add_argument("--demos", type=int, default=50, help="demonstrations per task")
-    ap.add_argument("--done-demos", type=int, default=done_demos,
+    ap.add_argument("--done-demos", type=int, default=0,
                     help="demonstrations of holding still when told to do what a scene already shows "
                          "done, per already-done task on these tasks' scenes (DONE_TASKS in "
                          "vlaforge.sim.instructions: a closed window told 'close the window'); trained on, "
