@@ -37,31 +37,27 @@ def swapped_experts(pairs, episodes: int, max_steps: int = 300) -> dict[str, flo
     Window-close's expert opens window-open's window: a policy that copies the experts faithfully "leaks"."""
     import warnings
 
-    import numpy as np
     from metaworld.policies import ENV_POLICY_MAP
 
+    from vlaforge.sim.episode import run_episode
     from vlaforge.sim.metaworld import MetaWorldEnv, derived_tasks
 
     out = {}
     for scene, told in [(a, b) for a, b in pairs] + [(b, a) for a, b in pairs]:
+        env = MetaWorldEnv(scene, cameras=(), max_steps=max_steps)
         spec = derived_tasks().get(told)
         scripted = None if spec else ENV_POLICY_MAP[told]()
-        env = MetaWorldEnv(scene, cameras=(), max_steps=max_steps)
-        wins = 0
+
+        def told_expert(obs, env=env, spec=spec, scripted=scripted):
+            if spec:
+                return spec.expert(env)
+            with warnings.catch_warnings():  # metaworld warns whenever its P-gain exceeds 1
+                warnings.simplefilter("ignore", UserWarning)
+                return scripted.get_action(env.raw_obs)  # the env clips to [-1, 1]
+
         try:
-            for seed in range(1000, 1000 + episodes):
-                env.reset(seed=seed)
-                for _ in range(max_steps):
-                    if spec:
-                        action = spec.expert(env)
-                    else:
-                        with warnings.catch_warnings():  # metaworld warns whenever its P-gain exceeds 1
-                            warnings.simplefilter("ignore", UserWarning)
-                            action = scripted.get_action(env.raw_obs)
-                    _, _, _, truncated, info = env.step(np.clip(action, -1.0, 1.0))
-                    if info["is_success"] or truncated:
-                        wins += bool(info["is_success"])
-                        break
+            wins = sum(run_episode(env, told_expert, seed=seed, stop_on_success=True).success
+                       for seed in range(1000, 1000 + episodes))
         finally:
             env.close()
         out[scene] = wins / episodes
