@@ -2,7 +2,7 @@
 is asked: on Meta-World's reach-v3 scene, "touch the puck" (reach-puck-v3: hand within 5 cm of the puck) and
 "move the gripper to the goal marker" (reach-goal-v3: Meta-World's own reach success).
 
-One policy is trained on 50 demonstrations of each (``--demos``; give another count a ``--root`` of its own),
+One policy is trained on 100 demonstrations of each (``--demos``; 50 left reach-goal at 84%, issue 18),
 then evaluated on seeds 1000-1019 with the right instruction and with the instructions swapped. Goals:
 >= 90% success with the right instruction; with a swapped instruction the originally intended task succeeds
 <= 10% of the time. The same swap test runs on a
@@ -16,7 +16,8 @@ open/close.
 goal (``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``; Meta-World's own expert leaves the gripper centre
 0.45 cm inside the 5 cm success radius), into a dataset of its own (``data-centred``). Other cameras or image
 sizes (``--set policy.cameras=corner,corner4 --set policy.image_size=96``) get directories of their own
-(``data-centred-corner+corner4-96px``, ``train-...``, ``eval-...``).
+(``data-centred-corner+corner4-96px``, ``train-...``, ``eval-...``), and so do other ``--demos`` counts
+(``-50demos``); evaluations on other than 20 seeds are kept apart (``eval-...-50ep``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vlaforge.benchmarking import command, machine, markdown_table, write
 
 PAIRS = [("reach-goal-v3", "reach-puck-v3")]
 MT10_PAIRS = [("drawer-open-v3", "drawer-close-v3"), ("window-open-v3", "window-close-v3")]
+DEMOS = 100  # demonstrations per task; with 50, reach-goal-v3 scored 84% on 50 seeds, with 100 98%
 
 
 def swapped_experts(pairs, episodes: int, max_steps: int = 300) -> dict[str, float]:
@@ -96,7 +98,8 @@ def main() -> None:
     ap.add_argument("--root", default="runs/grounding")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--episodes", type=int, default=20)
-    ap.add_argument("--demos", type=int, default=50, help="demonstrations per task (a --root of its own)")
+    ap.add_argument("--demos", type=int, default=DEMOS,
+                    help=f"demonstrations per task (default {DEMOS}; others get directories of their own)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mt10-checkpoint", default="")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
@@ -114,16 +117,18 @@ def main() -> None:
     # what shapes the data names the directories: the expert, the cameras and the image size where they
     # are not the defaults (Meta-World's expert, the corner camera, 64 px)
     policy = build_config(args.preset, list(args.set)).policy
-    suffix = data_suffix(args.expert, policy.cameras, policy.image_size, default_size=64)
+    counted = f"-{args.demos}demos" if args.demos != DEMOS else ""
+    suffix = data_suffix(args.expert, policy.cameras, policy.image_size, default_size=64) + counted
     tasks = [t for p in PAIRS for t in p]
     data = recorded_dataset(root, tasks, args.demos, args.expert, policy.cameras, workers=args.workers,
-                            image_size=policy.image_size, default_size=64)
+                            image_size=policy.image_size, default_size=64, tag=counted)
     run = root / f"train{suffix}"
     config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
     # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
     # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
     train_or_resume(config)
-    evals = root / (f"eval{suffix}" + (f"-h{args.execute_steps}" if args.execute_steps else ""))
+    evals = root / (f"eval{suffix}" + (f"-h{args.execute_steps}" if args.execute_steps else "")
+                    + (f"-{args.episodes}ep" if args.episodes != 20 else ""))
     rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, evals, args.execute_steps)
     if args.mt10_checkpoint:
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from vlaforge.apps.multitask import (
     multitask_arguments,
     multitask_footer,
     multitask_result_name,
     multitask_run,
     multitask_task_rows,
+    recorded_dataset,
 )
 from vlaforge.data import DatasetReader
 
@@ -65,7 +68,15 @@ def test_multitask_run_adds_already_done_demonstrations_to_the_dataset_only(tmp_
     res = multitask_run(args, ["window-open-v3"], "toy")
     assert res["done_tasks"] == ["window-close-done-v3"] and res["done_demos"] == 1
     assert set(res["tasks"]) == {"window-open-v3"}
-    reader = DatasetReader(tmp_path / "data")
+    # another dataset, run and result than the same command without them
+    assert res["dataset"] == str(tmp_path / "data-done1")
+    assert (tmp_path / "train-toy-done1" / "checkpoint").is_dir()
+    assert (tmp_path / "eval-toy-done1-h2").is_dir()
+    assert multitask_result_name(args, "mt10") == "mt10_flow_done1_h2"
+    # that dataset asked for without the already-done tasks: refused, not trained on
+    with pytest.raises(ValueError, match=r"data-done1 holds 1 episodes of window-close-done-v3, more than"):
+        recorded_dataset(tmp_path, ["window-open-v3"], 1, tag="-done1")
+    reader = DatasetReader(tmp_path / "data-done1")
     eps = {ep.task_name: ep for ep in reader.episodes}
     assert set(eps) == {"window-open-v3", "window-close-done-v3"}
     done = eps["window-close-done-v3"]

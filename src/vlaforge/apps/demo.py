@@ -33,19 +33,25 @@ class DemoResult:
     results: dict | None = None
 
 
-def _dataset_complete(root: Path, tasks, episodes: int) -> bool:
+def episode_counts(root: Path) -> dict[str, int]:
+    """Episodes per task name in the dataset at ``root``; empty where there is none, or none readable yet
+    (``collect --resume`` repairs a half-written one)."""
     from vlaforge.data.reader import DatasetReader
 
     if not (root / "meta" / "info.json").is_file():
-        return False
+        return {}
     try:
         reader = DatasetReader(root)
     except Exception:  # noqa: BLE001
-        # an unreadable dataset is simply not complete; collect --resume repairs it
-        return False
+        return {}
     counts: dict[str, int] = {}
     for ep in reader.episodes:
         counts[ep.task_name] = counts.get(ep.task_name, 0) + 1
+    return counts
+
+
+def _dataset_complete(root: Path, tasks, episodes: int) -> bool:
+    counts = episode_counts(root)
     return all(counts.get(t, 0) >= episodes for t in tasks)
 
 

@@ -49,16 +49,32 @@ def data_suffix(expert: str = "metaworld", cameras: tuple[str, ...] = ("corner",
 def recorded_dataset(root: Path, tasks: list[str], demos: int, expert: str = "metaworld",
                      cameras: tuple[str, ...] = ("corner",),
                      default_cameras: tuple[str, ...] = ("corner",), workers: int = 2,
-                     image_size: int = 96, default_size: int = 96) -> Path:
-    """``demos`` scripted demonstrations per task in ``<root>/data<data_suffix(...)>``: recorded, or finished
-    where a run stopped, or reused when complete. Returns the dataset's directory."""
+                     image_size: int = 96, default_size: int = 96, extra: dict[str, int] | None = None,
+                     tag: str = "") -> Path:
+    """``demos`` scripted demonstrations per task, and ``extra``'s tasks with their own counts, in
+    ``<root>/data<data_suffix(...)><tag>``: recorded, or finished where a run stopped, or reused when
+    complete. A dataset there that holds more episodes of a task, or other tasks, than asked was recorded by
+    another command: refused with an error rather than trained on. Returns the dataset's directory."""
     from vlaforge.apps.collect import CollectConfig, collect
-    from vlaforge.apps.demo import _dataset_complete
+    from vlaforge.apps.demo import episode_counts
 
-    data = Path(root) / ("data" + data_suffix(expert, cameras, image_size, default_cameras, default_size))
-    if not _dataset_complete(data, list(tasks), demos):
-        collect(CollectConfig(out=data, tasks=list(tasks), episodes_per_task=demos, image_size=image_size,
-                              cameras=tuple(cameras), workers=workers, resume=data.exists(), expert=expert))
+    data = Path(root) / ("data" + data_suffix(expert, cameras, image_size, default_cameras, default_size)
+                         + tag)
+    wanted = {**{t: demos for t in tasks}, **(extra or {})}
+    held = episode_counts(data)
+    surplus = {t: n for t, n in held.items() if n > wanted.get(t, 0)}
+    if surplus:
+        raise ValueError(f"{data} holds {', '.join(f'{n} episodes of {t}' for t, n in surplus.items())}, "
+                         f"more than asked for ({', '.join(f'{n} of {t}' for t, n in wanted.items())}): "
+                         "another command recorded it; give this one a --root of its own")
+    by_count: dict[int, list[str]] = {}
+    for t, n in wanted.items():
+        by_count.setdefault(n, []).append(t)
+    for n, group in by_count.items():
+        if any(held.get(t, 0) < n for t in group):
+            collect(CollectConfig(out=data, tasks=group, episodes_per_task=n, image_size=image_size,
+                                  cameras=tuple(cameras), workers=workers, resume=data.exists(),
+                                  expert=expert))
     return data
 
 
@@ -73,11 +89,11 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
     """The multi-task benchmarks' pipeline, as ``multitask_arguments`` say: record ``--demos`` scripted
     demonstrations per task (96 px, ``--cameras`` or else the cameras the policy reads, ``--expert``) into
     ``<root>/data[-<expert>][-<cameras>]`` (with ``--done-demos`` N > 0 also N of each already-done task on
-    the scenes of ``tasks``, ``done_tasks``), train ``--preset`` with ``--head`` and the ``--set`` overrides
-    into ``<root>/train-<name>``, evaluate its final policy on ``--episodes`` unseen seeds per task (1000+)
-    into ``<root>/eval-<name>[-h<N>]``. Finished datasets and trainings are reused, so a killed run goes on
-    where it stopped. Returns what a result records: the evaluation's ``tasks`` and ``overall``, the run's
-    figures, its training config."""
+    the scenes of ``tasks``, ``done_tasks``, in ``...-done<N>``), train ``--preset`` with ``--head`` and the
+    ``--set`` overrides into ``<root>/train-<name>[-done<N>]``, evaluate its final policy on ``--episodes``
+    unseen seeds per task (1000+) into ``<root>/eval-<name>[-done<N>][-h<N>]``. Finished datasets and
+    trainings are reused, so a killed run goes on where it stopped. Returns what a result records: the
+    evaluation's ``tasks`` and ``overall``, the run's figures, its training config."""
     import time
 
     from vlaforge.apps.collect import parse_cameras
@@ -89,13 +105,15 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
     root = Path(args.root)
     cameras = (parse_cameras(args.cameras) if args.cameras
                else build_config(args.preset, list(args.set)).policy.cameras)
+    done = done_tasks(tasks) if args.done_demos > 0 else []
+    name += f"-done{args.done_demos}" if done else ""
     run = root / f"train-{name}"
     out = root / (f"eval-{name}" + (f"-h{args.execute_steps}" if args.execute_steps else ""))
     t0 = time.perf_counter()
-    data = recorded_dataset(root, tasks, args.demos, args.expert, cameras, workers=args.workers)
-    done = done_tasks(tasks) if args.done_demos > 0 else []
-    if done:
-        recorded_dataset(root, done, args.done_demos, args.expert, cameras, workers=args.workers)
+    # the already-done demonstrations make another dataset: a directory of its own (-done<N>)
+    data = recorded_dataset(root, tasks, args.demos, args.expert, cameras, workers=args.workers,
+                            extra={t: args.done_demos for t in done},
+                            tag=f"-done{args.done_demos}" if done else "")
     t_collect = time.perf_counter() - t0
     t0 = time.perf_counter()
     train_or_resume(build_config(args.preset, [f"dataset={data}", f"out={run}", f"policy.head={args.head}",
@@ -120,9 +138,11 @@ def multitask_run(args, tasks: list[str], name: str) -> dict:
 
 
 def multitask_result_name(args, bench: str) -> str:
-    """The results file name: ``--name`` or ``<bench>_<head>``, then ``_h<N>`` with ``--execute-steps N``."""
+    """The results file name: ``--name`` or ``<bench>_<head>``, then ``_done<N>`` with ``--done-demos N``
+    and ``_h<N>`` with ``--execute-steps N``."""
     name = getattr(args, "name", "") or f"{bench}_{args.head}"
-    return name + (f"_h{args.execute_steps}" if args.execute_steps else "")
+    return (name + (f"_done{args.done_demos}" if getattr(args, "done_demos", 0) > 0 else "")
+            + (f"_h{args.execute_steps}" if args.execute_steps else ""))
 
 
 def multitask_task_rows(res: dict, **columns) -> list[dict]:
