@@ -10,7 +10,7 @@ checkpoint trained on MT10's shared-scene pairs when given (--mt10-checkpoint): 
 open/close.
 
     .venv/bin/python benchmarks/grounding.py [--root runs/grounding] \\
-        [--mt10-checkpoint runs/mt10/train-flow/checkpoint] [--expert centred] [--name grounding]
+        [--mt10-checkpoint runs/mt10/train-flow/checkpoint [--mt10-only]] [--expert centred] [--name grounding]
 
 ``--expert centred`` records reach-goal-v3 with the expert that aims the gripper centre, not the hand, at the
 goal (``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``; Meta-World's own expert leaves the gripper centre
@@ -102,12 +102,16 @@ def main() -> None:
                     help=f"demonstrations per task (default {DEMOS}; others get directories of their own)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mt10-checkpoint", default="")
+    ap.add_argument("--mt10-only", action="store_true",
+                    help="only the swap test on --mt10-checkpoint: no reach-scene dataset, training or rows")
     ap.add_argument("--set", action="append", default=[], help="training override (repeatable)")
     ap.add_argument("--expert", default="metaworld", help="the demonstrations' expert (metaworld, centred)")
     ap.add_argument("--name", default="grounding", help="results file name under benchmarks/results/")
     ap.add_argument("--execute-steps", type=int, default=None,
                     help="actions executed per chunk in evaluation (default: half the chunk)")
     args = ap.parse_args()
+    if args.mt10_only and not args.mt10_checkpoint:
+        ap.error("--mt10-only: expected --mt10-checkpoint DIR (the MT10 policy to test), got none")
 
     from vlaforge.apps.multitask import data_suffix, recorded_dataset
     from vlaforge.training import build_config
@@ -120,29 +124,37 @@ def main() -> None:
     counted = f"-{args.demos}demos" if args.demos != DEMOS else ""
     suffix = data_suffix(args.expert, policy.cameras, policy.image_size, default_size=64) + counted
     tasks = [t for p in PAIRS for t in p]
-    data = recorded_dataset(root, tasks, args.demos, args.expert, policy.cameras, workers=args.workers,
-                            image_size=policy.image_size, default_size=64, tag=counted)
     run = root / f"train{suffix}"
-    config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
-    # the reach experts never use the gripper: a constant action dimension, which the normalizer centres (the
-    # published rows set policy.min_spread=0.001 by hand, before that was the default handling)
-    train_or_resume(config)
     evals = root / (f"eval{suffix}" + (f"-h{args.execute_steps}" if args.execute_steps else "")
                     + (f"-{args.episodes}ep" if args.episodes != 20 else ""))
-    rows = swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, evals, args.execute_steps)
+    rows = []
+    if not args.mt10_only:
+        data = recorded_dataset(root, tasks, args.demos, args.expert, policy.cameras, workers=args.workers,
+                                image_size=policy.image_size, default_size=64, tag=counted)
+        config = build_config(args.preset, [f"dataset={data}", f"out={run}", *args.set])
+        # the reach experts never use the gripper: a constant action dimension, which the normalizer centres
+        # (the published rows set policy.min_spread=0.001 by hand, before that was the default handling)
+        train_or_resume(config)
+        rows += swap_test(str(run / "checkpoint"), PAIRS, args.episodes, args.workers, evals,
+                          args.execute_steps)
     if args.mt10_checkpoint:
+        # evaluations named by the checkpoint's run, so two MT10 policies' rows never share a directory
+        mt10_run = Path(args.mt10_checkpoint).resolve().parent.name
         rows += swap_test(args.mt10_checkpoint, MT10_PAIRS, args.episodes, args.workers,
-                          evals.with_name(f"{evals.name}-mt10"), args.execute_steps)
+                          evals.with_name(f"{evals.name}-mt10-{mt10_run}"), args.execute_steps)
     shown = [{k: (f"{v * 100:.0f}%" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
     table = markdown_table(shown, list(shown[0]))
     table += (f"\n{args.episodes} seeds per row (1000+), "
               + (f"{args.execute_steps} actions" if args.execute_steps else "half of each chunk")
               + " executed per chunk. Goals: >= 90% with the right instruction; <= 10% for the intended task "
               "with a swapped instruction. The last column: what copying the scripted experts would do.\n")
+    reach = not args.mt10_only  # the reach policy's own figures only where it ran
     write(args.name, {"rows": rows, "episodes": args.episodes, "seeds": [1000, 999 + args.episodes],
-                      "execute_steps": args.execute_steps, "demos": args.demos,
-                      "expert": args.expert, "mt10_checkpoint": args.mt10_checkpoint or None,
-                      "train_config": json.loads((run / "config.json").read_text()), "machine": machine()},
+                      "execute_steps": args.execute_steps, "demos": args.demos if reach else None,
+                      "expert": args.expert if reach else None,
+                      "mt10_checkpoint": args.mt10_checkpoint or None,
+                      "train_config": json.loads((run / "config.json").read_text()) if reach else None,
+                      "machine": machine()},
           table, command("grounding.py"))
 
 
