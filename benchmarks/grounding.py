@@ -9,8 +9,8 @@ then evaluated on seeds 1000-1019 with the right instruction and with the instru
 checkpoint trained on MT10's shared-scene pairs when given (--mt10-checkpoint): drawer open/close, window
 open/close.
 
-    .venv/bin/python benchmarks/grounding.py [--root runs/grounding] \\
-        [--mt10-checkpoint runs/mt10/train-flow/checkpoint [--mt10-only]] [--expert centred] [--name grounding]
+    .venv/bin/python benchmarks/grounding.py [--root runs/grounding] [--expert centred] [--name grounding] \\
+        [--mt10-checkpoint runs/mt10/train-flow/checkpoint [--mt10-only]]
 
 ``--expert centred`` records reach-goal-v3 with the expert that aims the gripper centre, not the hand, at the
 goal (``vlaforge.sim.metaworld.CENTRED_EXPERT_TASKS``; Meta-World's own expert leaves the gripper centre
