@@ -160,6 +160,26 @@ def test_train_or_resume_finishes_a_run_whatever_state_it_was_left_in(tiny_datas
     assert "resuming at step 5" in (run2 / "train.log").read_text()
 
 
+def test_train_or_resume_refuses_a_run_whose_dataset_changed_since(tmp_path):
+    """A finished run is not reused once its dataset has been recorded into again (e.g. a benchmark asked for
+    more demonstrations into the same directory): that would pass the old policy off as trained on the new
+    data. The run and the dataset are left as they are."""
+    from vlaforge.training.trainer import RunDirError, train_or_resume
+
+    from .conftest import write_dataset
+
+    data, run = write_dataset(tmp_path / "data"), tmp_path / "run"
+    cfg = debug_config(data, run, "steps=2")
+    assert train_or_resume(cfg, log=lambda _: None).status == "finished"
+    assert events(run, "data")[0]["datasets"] == [[6, 72]]
+    assert train_or_resume(cfg, log=lambda _: None) is None  # unchanged data: reused
+    shutil.rmtree(data)
+    write_dataset(data, episodes=8)  # the same directory, two more episodes
+    with pytest.raises(RunDirError, match=r"held \[\[6, 72\]\].*it now holds \[\[8, 96\]\]"):
+        train_or_resume(cfg, log=lambda _: None)
+    assert (run / "checkpoint" / "config.json").is_file()
+
+
 def test_train_or_resume_never_deletes_a_directory_that_is_not_a_run(tiny_dataset, tmp_path):
     """A dataset (or any other folder) given as ``out`` by mistake is refused and left as it was."""
     from vlaforge.training.trainer import RunDirError, train_or_resume

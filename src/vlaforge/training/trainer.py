@@ -163,12 +163,47 @@ def resume(run_dir: str | Path, overrides=(), *, train_data=None, val_data=None,
     return Trainer(config, train_data, val_data, resume=True, should_stop=should_stop).run()
 
 
+def dataset_sizes(dataset: str) -> list[list[int]]:
+    """[episodes, frames] of each dataset directory in ``dataset`` (comma-separated), in order, from their
+    metadata (not their paths: a dataset may move)."""
+    from vlaforge.data.reader import DatasetReader
+
+    sizes = []
+    for root in (r.strip() for r in dataset.split(",") if r.strip()):
+        reader = DatasetReader(root)
+        sizes.append([reader.num_episodes, reader.num_frames])
+    return sizes
+
+
+def _check_same_data(out: Path, config: TrainConfig) -> None:
+    """A run to reuse or resume was trained on ``config.dataset`` as it was then: refuse one whose dataset
+    has since gained or lost episodes (recorded into again with more demonstrations, say), which would
+    otherwise pass off a policy trained on the old data as trained on the new. Runs from before the
+    trainer recorded its data (no ``data`` event) are not checked."""
+    log_path = out / LOG_FILE
+    if not config.dataset or not log_path.is_file():
+        return
+    for line in log_path.read_text().splitlines():
+        rec = json.loads(line) if line.startswith("{") else {}
+        if rec.get("event") == "data":
+            then, now = rec.get("datasets"), dataset_sizes(config.dataset)
+            if then != now:
+                raise RunDirError(
+                    f"{out}: trained on {config.dataset} when it held {then} ([episodes, frames] per "
+                    f"dataset); it now holds {now}: the data changed after training. Train into another "
+                    f"out (or delete the run) to train on the data as it is now")
+            return
+
+
 def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult | None:
     """For jobs that are re-run until done (``make demo``, the benchmarks): ``None`` when ``config.out``
     already holds a finished run (its final policy), else resume the run there from its last checkpoint,
     else train it afresh. A run directory that stopped before its first checkpoint holds nothing to keep
-    (config and logs): it is cleared and the run starts again."""
+    (config and logs): it is cleared and the run starts again. A finished or interrupted run whose dataset
+    has changed since it started is refused (``_check_same_data``)."""
     out = Path(config.out)
+    if (out / FINAL / "config.json").is_file() or (out / LAST / ckpt.STATE_FILE).is_file():
+        _check_same_data(out, config)
     if (out / FINAL / "config.json").is_file():
         log(f"training run {out}: finished, reusing {out / FINAL}")
         return None
@@ -383,6 +418,9 @@ class Trainer:
             self.log.info(init_note)
         self.log.info(f"machine: {describe_machine()}")
         self.log.event("machine", step, machine_info())
+        if cfg.dataset and not self.resuming:  # what the run trains on: train_or_resume checks it on reuse
+            self.log.event("data", step, {"train_items": len(self.train_ds), "val_items": val_n,
+                                          "datasets": dataset_sizes(cfg.dataset)})
         self.log.info(self.precision.describe())
         for note in self.policy.normalizer.notes():
             self.log.info(f"normalization: {note}")
