@@ -179,14 +179,18 @@ def _check_same_data(out: Path, config: TrainConfig) -> None:
     """A run to reuse or resume was trained on ``config.dataset`` as it was then: refuse one whose dataset
     has since gained or lost episodes (recorded into again with more demonstrations, say), which would
     otherwise pass off a policy trained on the old data as trained on the new. Runs from before the
-    trainer recorded its data (no ``data`` event) are not checked."""
+    trainer recorded its data (no ``data`` event), and datasets that cannot be read, are not checked."""
     log_path = out / LOG_FILE
     if not config.dataset or not log_path.is_file():
         return
     for line in log_path.read_text().splitlines():
         rec = json.loads(line) if line.startswith("{") else {}
         if rec.get("event") == "data":
-            then, now = rec.get("datasets"), dataset_sizes(config.dataset)
+            try:
+                now = dataset_sizes(config.dataset)
+            except Exception:  # noqa: BLE001
+                return  # not readable here (moved, half-written): nothing to compare; reuse needs no data
+            then = rec.get("datasets")
             if then != now:
                 raise RunDirError(
                     f"{out}: trained on {config.dataset} when it held {then} ([episodes, frames] per "
