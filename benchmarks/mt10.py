@@ -11,7 +11,8 @@ with 20 episodes per task on unseen seeds (1000-1019).
 reads); each camera set other than ``corner`` gets a directory of its own under ``--root``
 (``data-centred-corner+corner4+gripperPOV``). ``--done-demos N`` adds N demonstrations of holding still
 when told to do what the scene already shows done (``vlaforge.sim.instructions.DONE_TASKS``: a closed window
-told "slide the window closed") to the dataset; trained on, not evaluated (``benchmarks/grounding.py`` tests
+told "slide the window closed") to the dataset, which then is a dataset of its own (``...-done<N>``, and so
+are the run and the result); trained on, not evaluated (``benchmarks/grounding.py`` tests
 them: swapped instructions). Measured with 25 (``mt10_flow_done_h4``): 85.0% on MT10 and a smaller leak on two
 of the four swapped rows, not on window-close; off by default. ``--execute-steps`` plays that many actions
 per chunk in evaluation (default: half the chunk). Finished datasets and trainings are reused
