@@ -80,10 +80,9 @@ def write(name: str, payload: dict, table: str, command: str, out: Path | None =
 
 def run_log(run: str | Path) -> list[dict]:
     """A training run's ``log.jsonl`` events (empty when it has none yet)."""
-    log = Path(run) / "log.jsonl"
-    if not log.is_file():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    from vlaforge.training.logger import read_log
+
+    return read_log(run)
 
 
 def train_minutes(run: str | Path) -> float | None:

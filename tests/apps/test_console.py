@@ -164,8 +164,8 @@ def test_the_page_in_a_real_browser(tmp_path):
             x0, ticks_at_start = float(console.obs["observation.state"][0]), console.step_count
             # a person holds the right arrow key until the hand has moved 5 cm. The keys go to the page
             # without a click: key_down(key, element) clicks the element's in-view centre first, and the
-            # body's is near the Record button (on the page before the first frame sizes the camera view, it
-            # is that button), so a click there restarted the recording: the flake that saved 6 frames
+            # body's lies on the Record button whenever the controls sit beside the camera view, so each key
+            # press restarted the recording (the flake that saved 6 frames)
             driver.execute_script("document.activeElement.blur()")
             start, steps0 = time.monotonic(), console.step_count
             while time.monotonic() < start + 60 and console.obs["observation.state"][0] - x0 < 0.05:

@@ -177,6 +177,10 @@ def test_train_or_resume_refuses_a_run_whose_dataset_changed_since(tmp_path):
     write_dataset(data, episodes=8)  # the same directory, two more episodes
     with pytest.raises(RunDirError, match=r"held \[\[6, 72\]\].*it now holds \[\[8, 96\]\]"):
         train_or_resume(cfg, log=lambda _: None)
+    with open(run / "log.jsonl", "a") as f:  # a last line cut short by a kill does not hide the check
+        f.write('{"event": "tra')
+    with pytest.raises(RunDirError, match="the data changed after training"):
+        train_or_resume(cfg, log=lambda _: None)
     assert (run / "checkpoint" / "config.json").is_file()
 
 

@@ -45,7 +45,7 @@ from vlaforge.training import distributed as dd
 from vlaforge.training.config import TrainConfig
 from vlaforge.training.data import train_loader, val_indices
 from vlaforge.training.ema import EMA
-from vlaforge.training.logger import LOG_FILE, TB_DIR, TEXT_LOG, RunLogger, truncate_log
+from vlaforge.training.logger import LOG_FILE, TB_DIR, TEXT_LOG, RunLogger, read_log, truncate_log
 from vlaforge.training.recipe import (
     apply_stage,
     clip_gradients,
@@ -180,23 +180,18 @@ def _check_same_data(out: Path, config: TrainConfig) -> None:
     has since gained or lost episodes (recorded into again with more demonstrations, say), which would
     otherwise pass off a policy trained on the old data as trained on the new. Runs from before the
     trainer recorded its data (no ``data`` event), and datasets that cannot be read, are not checked."""
-    log_path = out / LOG_FILE
-    if not config.dataset or not log_path.is_file():
+    then = next((e.get("datasets") for e in read_log(out) if e.get("event") == "data"), None)
+    if not config.dataset or then is None:
         return
-    for line in log_path.read_text().splitlines():
-        rec = json.loads(line) if line.startswith("{") else {}
-        if rec.get("event") == "data":
-            try:
-                now = dataset_sizes(config.dataset)
-            except Exception:  # noqa: BLE001
-                return  # not readable here (moved, half-written): nothing to compare; reuse needs no data
-            then = rec.get("datasets")
-            if then != now:
-                raise RunDirError(
-                    f"{out}: trained on {config.dataset} when it held {then} ([episodes, frames] per "
-                    f"dataset); it now holds {now}: the data changed after training. Train into another "
-                    f"out (or delete the run) to train on the data as it is now")
-            return
+    try:
+        now = dataset_sizes(config.dataset)
+    except Exception:  # noqa: BLE001
+        return  # not readable here (moved, half-written): nothing to compare; reuse needs no data
+    if then != now:
+        raise RunDirError(
+            f"{out}: trained on {config.dataset} when it held {then} ([episodes, frames] per "
+            f"dataset); it now holds {now}: the data changed after training. Train into another "
+            f"out (or delete the run) to train on the data as it is now")
 
 
 def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult | None:
@@ -206,12 +201,13 @@ def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> 
     (config and logs): it is cleared and the run starts again. A finished or interrupted run whose dataset
     has changed since it started is refused (``_check_same_data``)."""
     out = Path(config.out)
-    if (out / FINAL / "config.json").is_file() or (out / LAST / ckpt.STATE_FILE).is_file():
+    finished, resumable = (out / FINAL / "config.json").is_file(), (out / LAST / ckpt.STATE_FILE).is_file()
+    if finished or resumable:
         _check_same_data(out, config)
-    if (out / FINAL / "config.json").is_file():
+    if finished:
         log(f"training run {out}: finished, reusing {out / FINAL}")
         return None
-    if (out / LAST / ckpt.STATE_FILE).is_file():
+    if resumable:
         log(f"resuming the interrupted training run {out}")
         return resume(out)
     entries = {p.name for p in out.iterdir() if not p.name.startswith(".")} if out.is_dir() else set()
