@@ -80,9 +80,9 @@ def write(name: str, payload: dict, table: str, command: str, out: Path | None =
 
 def run_log(run: str | Path) -> list[dict]:
     """A training run's ``log.jsonl`` events (empty when it has none yet)."""
-    from vlaforge.training.logger import read_log
+    from vlaforge.fsutil import read_jsonl
 
-    return read_log(run)
+    return read_jsonl(Path(run) / "log.jsonl")
 
 
 def train_minutes(run: str | Path) -> float | None:

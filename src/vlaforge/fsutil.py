@@ -84,6 +84,21 @@ def read_json(path: str | os.PathLike, error: type[Exception] = ValueError, miss
         raise error(f"{path}: expected {what}, got a parse error: {e}") from None
 
 
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """The records of the JSON-lines file at ``path``, in order; empty when there is none. A line that does
+    not parse (one cut short by a kill) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kw: Any) -> Path:
     """``fig.savefig`` (a matplotlib figure) to ``path`` atomically; the format comes from the file's suffix
     (png without one) unless ``format=`` is given."""

@@ -3,7 +3,7 @@ a tqdm bar with loss, rate and ETA. Only rank 0 writes; other ranks get a logger
 
 Every ``log.jsonl`` line has ``event`` (``machine``, ``precision``, ``data``, ``train``, ``val``, ``stage``,
 ``checkpoint``, ``best``, ``end``, ``interrupted``, ``nonfinite``), ``step`` and ``time`` (seconds since the
-run started, this process). ``read_log`` reads them back.
+run started, this process).
 """
 
 from __future__ import annotations
@@ -94,21 +94,6 @@ class RunLogger:
             self._tb = None
         self._jsonl.close()
         self._text.close()
-
-
-def read_log(out: str | Path) -> list[dict]:
-    """A run directory's ``log.jsonl`` events, in order; empty when it has none yet. A line cut short by a
-    kill is skipped."""
-    path = Path(out) / LOG_FILE
-    if not path.is_file():
-        return []
-    events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
 
 
 def truncate_log(out: Path, step: int) -> None:

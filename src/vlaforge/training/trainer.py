@@ -38,14 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlaforge.fsutil import write_json_atomic
+from vlaforge.fsutil import read_jsonl, write_json_atomic
 from vlaforge.precision import Precision, describe_machine, machine_info, normalize_setting, resolve_bf16
 from vlaforge.training import checkpoint as ckpt
 from vlaforge.training import distributed as dd
 from vlaforge.training.config import TrainConfig
 from vlaforge.training.data import train_loader, val_indices
 from vlaforge.training.ema import EMA
-from vlaforge.training.logger import LOG_FILE, TB_DIR, TEXT_LOG, RunLogger, read_log, truncate_log
+from vlaforge.training.logger import LOG_FILE, TB_DIR, TEXT_LOG, RunLogger, truncate_log
 from vlaforge.training.recipe import (
     apply_stage,
     clip_gradients,
@@ -180,7 +180,7 @@ def _check_same_data(out: Path, config: TrainConfig) -> None:
     has since gained or lost episodes (recorded into again with more demonstrations, say), which would
     otherwise pass off a policy trained on the old data as trained on the new. Runs from before the
     trainer recorded its data (no ``data`` event), and datasets that cannot be read, are not checked."""
-    then = next((e.get("datasets") for e in read_log(out) if e.get("event") == "data"), None)
+    then = next((e.get("datasets") for e in read_jsonl(out / LOG_FILE) if e.get("event") == "data"), None)
     if not config.dataset or then is None:
         return
     try:
