@@ -542,6 +542,32 @@ def test_the_first_frame_shows_the_reset_layout():
         env.close()
 
 
+@pytest.mark.parametrize("task", ["window-open-done-v3", "drawer-close-done-v3"])
+def test_already_done_tasks_start_part_way_with_the_hand_moved_and_the_object_left_alone(task):
+    scene, told = mwmod.DONE_TASKS[task]
+    plain, env = MetaWorldEnv(scene, cameras=(), max_steps=60), MetaWorldEnv(task, cameras=(), max_steps=60)
+    try:
+        moved = []
+        for seed in range(8):
+            plain.reset(seed=seed)
+            env.reset(seed=seed)
+            assert env.steps == 0
+            first = env.raw_obs
+            # the layout is the scene's; the hand has moved (or not, for a start of 0 steps)
+            np.testing.assert_allclose(first[36:39], plain.raw_obs[36:39])
+            moved.append(float(np.linalg.norm(first[:3] - plain.raw_obs[:3])))
+            assert np.linalg.norm(first[4:7] - plain.raw_obs[4:7]) < mwmod.START_MOVE
+            for _ in range(mwmod.HOLD_STEPS):  # holding from there leaves the object where it was
+                env.step(env.expert_action())
+            assert np.linalg.norm(env.raw_obs[4:7] - first[4:7]) < 0.006
+            env.reset(seed=seed)  # the same seed, the same start
+            np.testing.assert_array_equal(env.raw_obs, first)
+        assert sum(m > 0.05 for m in moved) >= 5, moved  # most starts are well off the start pose
+    finally:
+        plain.close()
+        env.close()
+
+
 @pytest.mark.parametrize("task", sorted(mwmod.DONE_TASKS))
 def test_already_done_tasks_hold_still_under_the_other_tasks_instruction(task):
     scene, told = mwmod.DONE_TASKS[task]

@@ -68,7 +68,7 @@ from vlaforge.types import EMBODIMENT, OBS_ENV_STATE, OBS_STATE, TASK, image_key
 
 __all__ = [
     "CAMERAS", "CENTRED_EXPERT_TASKS", "DERIVED_TASKS", "DONE_TASKS", "HOLD_STEPS", "EMBODIMENT_NAME",
-    "EXPERTS", "METAWORLD_TASKS",
+    "EXPERTS", "METAWORLD_TASKS", "START_STEPS",
     "PUCK_TOUCH_RADIUS", "TASK_SETS", "DerivedTask", "MetaWorldEnv", "MetaWorldSnapshot", "add_task",
     "all_tasks", "base_task", "check_experts", "derived_tasks", "instruction", "instructions",
     "register_derived_task", "resolve_tasks", "success_test",
@@ -107,7 +107,9 @@ class DerivedTask:
     ``success(env, base_info) -> bool`` and ``expert(env) -> action (4,)`` get the
     :class:`MetaWorldEnv` (``env.mw_env`` is the Meta-World env, ``env.raw_obs`` its 39-d
     observation) and the base scene's own info dict. ``reward(env, base_info) -> float``;
-    None keeps the base scene's reward.
+    None keeps the base scene's reward. ``start(env, rng)``, if given, runs after every reset, before the
+    first observation (e.g. to move the hand part-way), taking at most ``start_steps`` steps of
+    ``env.mw_env`` that the episode does not count; ``rng`` is seeded by the episode seed.
     """
 
     name: str
@@ -115,6 +117,8 @@ class DerivedTask:
     success: Callable[[Any, dict], bool]
     expert: Callable[[Any], np.ndarray]
     reward: Callable[[Any, dict], float] | None = None
+    start: Callable[[Any, np.random.Generator], None] | None = None
+    start_steps: int = 0
 
 
 _DERIVED: dict[str, DerivedTask] = {}
@@ -200,7 +204,8 @@ class MetaWorldEnv(RendersCameras, gym.Env):
         self._mw = ALL_V3_ENVIRONMENTS[self.base_task](
             reward_function_version="v2", render_mode=None, camera_name=None, camera_id=None,
             width=480, height=480)
-        self._mw.max_path_length = max(self._mw.max_path_length, self.max_steps)
+        start_steps = self._derived.start_steps if self._derived is not None else 0
+        self._mw.max_path_length = max(self._mw.max_path_length, self.max_steps + start_steps)
         self._renderer = CameraRenderer(self._mw.model, self._mw.data, self.image_size, CAMERAS, _ROTATE_180)
         self._policy = ENV_POLICY_MAP[self.base_task]()
         self._layouts: dict[int, Any] = {}  # seed -> metaworld Task
@@ -301,6 +306,10 @@ class MetaWorldEnv(RendersCameras, gym.Env):
         self._mw.set_task(task)
         self._mw.reset()
         self._raw_obs = self._refresh_after_reset()
+        self.episode_seed = seed  # (a start may take snapshots)
+        if self._derived is not None and self._derived.start is not None:
+            self._derived.start(self, np.random.default_rng([seed, 18]))
+            self._raw_obs = self._refresh_after_reset()
         self._steps = 0
         self.episode_seed = seed
         return self._observation(), {"seed": seed, "task_name": self.task_name}
@@ -462,6 +471,16 @@ register_derived_task(DerivedTask(
 #: scene's own task; its expert holds still (zero action), so its demonstrations are HOLD_STEPS + the
 #: post-success steps long.
 HOLD_STEPS = 30
+#: ... starting part-way: before the first observation the hand follows the scene's own expert or the told
+#: task's (one of the two, by the episode seed) for 0..START_STEPS steps (uniform), stopping early once the
+#: scene's object has moved START_MOVE m, and going back START_BACK steps at a time until holding still from
+#: there (START_SETTLE steps) moves nothing. Holding from the start pose alone taught a policy to hold there
+#: but not once it had moved off it: told to open window-close's open window, the MT10 policy with such
+#: demonstrations held ~50 steps, then set off and closed it in 55% of the episodes (issue 18).
+START_STEPS = 60
+START_MOVE = 0.01  # a drawer settles ~4 mm by itself
+START_BACK = 5
+START_SETTLE = 30
 
 
 def _hold_expert(env: MetaWorldEnv) -> np.ndarray:
@@ -473,9 +492,44 @@ def _held_without_doing_the_scene_task(env: MetaWorldEnv, info: dict) -> bool:
     return env.steps >= HOLD_STEPS and not bool(info["success"])
 
 
+def _start_part_way(told: str) -> Callable[[MetaWorldEnv, np.random.Generator], None]:
+    def start(env: MetaWorldEnv, rng: np.random.Generator) -> None:
+        from metaworld.policies import ENV_POLICY_MAP
+
+        steps = int(rng.integers(0, START_STEPS + 1))
+        follow_told = bool(rng.integers(0, 2))
+        told_policy = ENV_POLICY_MAP[told]()
+        mw, handle = env.mw_env, env.raw_obs[4:7].copy()
+
+        def step(action) -> bool:  # True once the scene's object has moved START_MOVE from where it was
+            raw = mw.step(np.clip(action, -1.0, 1.0).astype(np.float32))[0]
+            env._raw_obs = np.asarray(raw, dtype=np.float64)
+            return bool(np.linalg.norm(env.raw_obs[4:7] - handle) > START_MOVE)
+
+        path = [env.snapshot()]
+        for _ in range(steps):
+            with warnings.catch_warnings():  # metaworld warns whenever its P-gain exceeds 1
+                warnings.simplefilter("ignore", UserWarning)
+                action = told_policy.get_action(env.raw_obs) if follow_told else env.base_expert_action()
+            if step(action):
+                break
+            path.append(env.snapshot())
+        # start where holding still moves nothing: a hand stopped at speed coasts on for a few cm (its target
+        # runs ahead of it) and may push the object; if so, start START_BACK steps earlier, and so on
+        for i in range(len(path) - 1, 0, -START_BACK):
+            env.restore(path[i])
+            if not any(step(np.zeros(4)) for _ in range(START_SETTLE)):
+                break
+        else:
+            i = 0
+        env.restore(path[i])
+    return start
+
+
 for _name, (_scene, _told) in DONE_TASKS.items():
     register_derived_task(DerivedTask(name=_name, base=_scene, success=_held_without_doing_the_scene_task,
-                                      expert=_hold_expert))
+                                      expert=_hold_expert, start=_start_part_way(_told),
+                                      start_steps=START_STEPS))
 
 
 # --------------------------------------------------------------------------- expert check
