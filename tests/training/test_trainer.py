@@ -184,6 +184,27 @@ def test_train_or_resume_refuses_a_run_whose_dataset_changed_since(tmp_path):
     assert (run / "checkpoint" / "config.json").is_file()
 
 
+def test_train_or_resume_refuses_a_run_started_with_other_settings(tiny_dataset, tmp_path):
+    """A changed setting on the same out is not answered with the old training (finished or interrupted);
+    what a resume may change (logging, workers, the dataset's path) does not count."""
+    from vlaforge.training.trainer import RunDirError, train_or_resume
+
+    run = tmp_path / "run"
+    cfg = debug_config(tiny_dataset, run, "steps=4")
+    assert train_or_resume(cfg, log=lambda _: None).status == "finished"
+    assert train_or_resume(cfg.replace(log_interval=1), log=lambda _: None) is None
+    with pytest.raises(RunDirError, match=r"other settings than asked \(lr: 0.001, asked 0.002\)"):
+        train_or_resume(cfg.replace(lr=2e-3), log=lambda _: None)
+    with pytest.raises(RunDirError, match=r"policy.chunk_size: \d+, asked 3"):
+        train_or_resume(cfg.replace(policy=cfg.policy.replace(chunk_size=3)), log=lambda _: None)
+    run2 = tmp_path / "run2"
+    cfg2 = debug_config(tiny_dataset, run2)
+    assert train(cfg2, should_stop=lambda step: step == 5).status == "interrupted"
+    with pytest.raises(RunDirError, match="steps: 8, asked 20"):
+        train_or_resume(cfg2.replace(steps=20), log=lambda _: None)
+    assert train_or_resume(cfg2, log=lambda _: None).step == 8
+
+
 def test_train_or_resume_never_deletes_a_directory_that_is_not_a_run(tiny_dataset, tmp_path):
     """A dataset (or any other folder) given as ``out`` by mistake is refused and left as it was."""
     from vlaforge.training.trainer import RunDirError, train_or_resume

@@ -194,15 +194,49 @@ def _check_same_data(out: Path, config: TrainConfig) -> None:
             f"out (or delete the run) to train on the data as it is now")
 
 
+def _differences(asked: Any, saved: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON trees differ."""
+    if isinstance(asked, dict) and isinstance(saved, dict):
+        return [d for k in sorted(set(asked) | set(saved))
+                for d in _differences(asked.get(k), saved.get(k), f"{path}.{k}" if path else k)]
+    return [] if asked == saved else [path]
+
+
+def _check_same_config(out: Path, config: TrainConfig) -> None:
+    """A run to reuse or resume was trained with its own ``config.json``: refuse one whose settings differ
+    from ``config`` (a changed ``--set`` on the same out would otherwise reuse the old training as if it
+    were the one asked for). Not compared: what a resume may change (``RESUMABLE_OVERRIDES``) and the
+    embodiments the run took from its data (``embodiments_from_data``)."""
+    try:
+        saved = TrainConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())).to_dict()
+    except (OSError, ValueError, TypeError):
+        return  # no readable config: the run directory checks say what is wrong with it
+    saved, asked = (json.loads(json.dumps(c)) for c in (saved, config.to_dict()))
+    differ = [d for d in _differences(asked, saved) if d.split(".")[0] not in RESUMABLE_OVERRIDES
+              and not (config.embodiments_from_data and d.startswith("policy.embodiments"))]
+    if differ:
+        def at(tree: Any, path: str) -> Any:
+            for key in path.split("."):
+                tree = tree.get(key) if isinstance(tree, dict) else None
+            return tree
+
+        shown = "; ".join(f"{d}: {at(saved, d)!r}, asked {at(asked, d)!r}" for d in differ[:4])
+        raise RunDirError(f"{out}: holds a run trained with other settings than asked ({shown}"
+                          f"{'; ...' if len(differ) > 4 else ''}). Train into another out (or delete "
+                          f"the run) to train with these settings")
+
+
 def train_or_resume(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult | None:
     """For jobs that are re-run until done (``make demo``, the benchmarks): ``None`` when ``config.out``
     already holds a finished run (its final policy), else resume the run there from its last checkpoint,
     else train it afresh. A run directory that stopped before its first checkpoint holds nothing to keep
     (config and logs): it is cleared and the run starts again. A finished or interrupted run whose dataset
-    has changed since it started is refused (``_check_same_data``)."""
+    has changed since it started, or that was started with other settings, is refused (``_check_same_data``,
+    ``_check_same_config``)."""
     out = Path(config.out)
     finished, resumable = (out / FINAL / "config.json").is_file(), (out / LAST / ckpt.STATE_FILE).is_file()
     if finished or resumable:
+        _check_same_config(out, config)
         _check_same_data(out, config)
     if finished:
         log(f"training run {out}: finished, reusing {out / FINAL}")
