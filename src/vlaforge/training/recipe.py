@@ -99,7 +99,9 @@ def mt10() -> TrainConfig:
     # Rerun from a fresh clone with this preset's own command: 88.5%, every task >= 55%
     # (mt10_flow_rerun_h4.md; pick-place 75% -> 55%, push 85% -> 70%: 20 seeds leave that much between runs).
     # With 25 already-done demonstrations per open/close task added (benchmarks/mt10.py --done-demos 25):
-    # 85.0%, peg-insert 35% (mt10_flow_done_h4.md).
+    # 85.0%, peg-insert 35% (mt10_flow_done_h4.md). With 50 that start part-way (--done-demos 50, today's
+    # code): 89.0%, every task >= 55%, and a swapped instruction on the drawer and window pairs never does the
+    # scene's task (mt10_flow_done50_h4.md, grounding_mt10_done50.md): the run to use.
     # A step with three images took 0.61 s on the Xeon with AMX. On the AMD EPYC with AVX512-BF16 two images
     # took 0.70 s, so three would take ~0.9 s (8,000 steps: ~2 h; an estimate, not run), and more in fp32 on
     # AVX2-only CPUs (bf16=auto picks fp32 there): the 90-minute budget holds on the Xeon only.
