@@ -311,7 +311,6 @@ class MetaWorldEnv(RendersCameras, gym.Env):
             self._derived.start(self, np.random.default_rng([seed, 18]))
             self._raw_obs = self._refresh_after_reset()
         self._steps = 0
-        self.episode_seed = seed
         return self._observation(), {"seed": seed, "task_name": self.task_name}
 
     def _refresh_after_reset(self) -> np.ndarray:
@@ -529,7 +528,7 @@ def _start_part_way(told: str) -> Callable[[MetaWorldEnv, np.random.Generator], 
 for _name, (_scene, _told) in DONE_TASKS.items():
     register_derived_task(DerivedTask(name=_name, base=_scene, success=_held_without_doing_the_scene_task,
                                       expert=_hold_expert, start=_start_part_way(_told),
-                                      start_steps=START_STEPS))
+                                      start_steps=START_STEPS + START_SETTLE))
 
 
 # --------------------------------------------------------------------------- expert check
