@@ -37,10 +37,6 @@ def swapped_experts(pairs, episodes: int, max_steps: int = 300) -> dict[str, flo
     """What imitating the scripted experts would do under a swapped instruction: for each pair (a, b), how
     often b's expert, playing on a's scene (seeds 1000+), does a (and the same on b's scene). State only.
     Window-close's expert opens window-open's window: a policy that copies the experts faithfully "leaks"."""
-    import warnings
-
-    from metaworld.policies import ENV_POLICY_MAP
-
     from vlaforge.sim.episode import run_episode
     from vlaforge.sim.metaworld import MetaWorldEnv, derived_tasks
 
@@ -48,14 +44,9 @@ def swapped_experts(pairs, episodes: int, max_steps: int = 300) -> dict[str, flo
     for scene, told in [(a, b) for a, b in pairs] + [(b, a) for a, b in pairs]:
         env = MetaWorldEnv(scene, cameras=(), max_steps=max_steps)
         spec = derived_tasks().get(told)
-        scripted = None if spec else ENV_POLICY_MAP[told]()
 
-        def told_expert(obs, env=env, spec=spec, scripted=scripted):
-            if spec:
-                return spec.expert(env)
-            with warnings.catch_warnings():  # metaworld warns whenever its P-gain exceeds 1
-                warnings.simplefilter("ignore", UserWarning)
-                return scripted.get_action(env.raw_obs)  # the env clips to [-1, 1]
+        def told_expert(obs, env=env, spec=spec, told=told):
+            return spec.expert(env) if spec else env.scripted_action(told)  # the env clips to [-1, 1]
 
         try:
             wins = sum(run_episode(env, told_expert, seed=seed, stop_on_success=True).success

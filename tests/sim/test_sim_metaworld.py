@@ -542,6 +542,21 @@ def test_the_first_frame_shows_the_reset_layout():
         env.close()
 
 
+def test_scripted_action_plays_any_tasks_expert_on_this_scene():
+    env = MetaWorldEnv("window-open-v3", cameras=(), max_steps=10)
+    try:
+        env.reset(seed=2)
+        np.testing.assert_array_equal(env.scripted_action(), env.base_expert_action())
+        from metaworld.policies import ENV_POLICY_MAP
+
+        np.testing.assert_array_equal(env.scripted_action("window-close-v3"),
+                                      ENV_POLICY_MAP["window-close-v3"]().get_action(env.raw_obs))
+        with pytest.raises(ValueError, match="expected a Meta-World task with a scripted policy, got 'nope'"):
+            env.scripted_action("nope")
+    finally:
+        env.close()
+
+
 @pytest.mark.parametrize("task", ["window-open-done-v3", "drawer-close-done-v3"])
 def test_already_done_tasks_start_part_way_with_the_hand_moved_and_the_object_left_alone(task):
     scene, told = mwmod.DONE_TASKS[task]

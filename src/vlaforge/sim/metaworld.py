@@ -207,7 +207,7 @@ class MetaWorldEnv(RendersCameras, gym.Env):
         start_steps = self._derived.start_steps if self._derived is not None else 0
         self._mw.max_path_length = max(self._mw.max_path_length, self.max_steps + start_steps)
         self._renderer = CameraRenderer(self._mw.model, self._mw.data, self.image_size, CAMERAS, _ROTATE_180)
-        self._policy = ENV_POLICY_MAP[self.base_task]()
+        self._policies = {self.base_task: ENV_POLICY_MAP[self.base_task]()}  # task -> Meta-World's policy
         self._layouts: dict[int, Any] = {}  # seed -> metaworld Task
         self._raw_obs: np.ndarray | None = None
         self._steps = 0
@@ -369,9 +369,23 @@ class MetaWorldEnv(RendersCameras, gym.Env):
             action = np.zeros(4)
             action[:3] = 5.0 * (self._raw_obs[36:39] - self._mw.tcp_center)
             return action
+        return self.scripted_action()
+
+    def scripted_action(self, task: str | None = None) -> np.ndarray:
+        """Meta-World's scripted policy of ``task`` (a base task name; default this env's scene) for the
+        current state, unclipped: e.g. what another task's expert would do on this scene."""
+        self._require_reset()
+        task = self.base_task if task is None else task
+        if task not in self._policies:
+            from metaworld.policies import ENV_POLICY_MAP
+
+            if task not in ENV_POLICY_MAP:
+                raise ValueError(f"scripted_action: expected a Meta-World task with a scripted policy, "
+                                 f"got {task!r}")
+            self._policies[task] = ENV_POLICY_MAP[task]()
         with warnings.catch_warnings():  # metaworld warns whenever its P-gain exceeds 1
             warnings.simplefilter("ignore", UserWarning)
-            return np.asarray(self._policy.get_action(self._raw_obs))
+            return np.asarray(self._policies[task].get_action(self._raw_obs))
 
     def snapshot(self) -> MetaWorldSnapshot:
         """The full state of the current episode (MuJoCo's integration state and Meta-World's episode
@@ -493,11 +507,8 @@ def _held_without_doing_the_scene_task(env: MetaWorldEnv, info: dict) -> bool:
 
 def _start_part_way(told: str) -> Callable[[MetaWorldEnv, np.random.Generator], None]:
     def start(env: MetaWorldEnv, rng: np.random.Generator) -> None:
-        from metaworld.policies import ENV_POLICY_MAP
-
         steps = int(rng.integers(0, START_STEPS + 1))
         follow_told = bool(rng.integers(0, 2))
-        told_policy = ENV_POLICY_MAP[told]()
         mw, handle = env.mw_env, env.raw_obs[4:7].copy()
 
         def step(action) -> bool:  # True once the scene's object has moved START_MOVE from where it was
@@ -507,10 +518,7 @@ def _start_part_way(told: str) -> Callable[[MetaWorldEnv, np.random.Generator], 
 
         path = [env.snapshot()]
         for _ in range(steps):
-            with warnings.catch_warnings():  # metaworld warns whenever its P-gain exceeds 1
-                warnings.simplefilter("ignore", UserWarning)
-                action = told_policy.get_action(env.raw_obs) if follow_told else env.base_expert_action()
-            if step(action):
+            if step(env.scripted_action(told) if follow_told else env.base_expert_action()):
                 break
             path.append(env.snapshot())
         # start where holding still moves nothing: a hand stopped at speed coasts on for a few cm (its target

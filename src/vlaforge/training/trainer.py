@@ -194,12 +194,12 @@ def _check_same_data(out: Path, config: TrainConfig) -> None:
             f"out (or delete the run) to train on the data as it is now")
 
 
-def _differences(asked: Any, saved: Any, path: str = "") -> list[str]:
-    """Dotted paths where two JSON trees differ."""
+def _differences(asked: Any, saved: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, asked, saved) wherever two JSON trees differ."""
     if isinstance(asked, dict) and isinstance(saved, dict):
         return [d for k in sorted(set(asked) | set(saved))
                 for d in _differences(asked.get(k), saved.get(k), f"{path}.{k}" if path else k)]
-    return [] if asked == saved else [path]
+    return [] if asked == saved else [(path, asked, saved)]
 
 
 def _check_same_config(out: Path, config: TrainConfig) -> None:
@@ -212,15 +212,11 @@ def _check_same_config(out: Path, config: TrainConfig) -> None:
     except (OSError, ValueError, TypeError):
         return  # no readable config: the run directory checks say what is wrong with it
     saved, asked = (json.loads(json.dumps(c)) for c in (saved, config.to_dict()))
-    differ = [d for d in _differences(asked, saved) if d.split(".")[0] not in RESUMABLE_OVERRIDES
-              and not (config.embodiments_from_data and d.startswith("policy.embodiments"))]
+    differ = [(path, want, had) for path, want, had in _differences(asked, saved)
+              if path.split(".")[0] not in RESUMABLE_OVERRIDES
+              and not (config.embodiments_from_data and path.startswith("policy.embodiments"))]
     if differ:
-        def at(tree: Any, path: str) -> Any:
-            for key in path.split("."):
-                tree = tree.get(key) if isinstance(tree, dict) else None
-            return tree
-
-        shown = "; ".join(f"{d}: {at(saved, d)!r}, asked {at(asked, d)!r}" for d in differ[:4])
+        shown = "; ".join(f"{path}: {had!r}, asked {want!r}" for path, want, had in differ[:4])
         raise RunDirError(f"{out}: holds a run trained with other settings than asked ({shown}"
                           f"{'; ...' if len(differ) > 4 else ''}). Train into another out (or delete "
                           f"the run) to train with these settings")
